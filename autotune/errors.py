@@ -1,0 +1,138 @@
+"""The error hierarchy of the tuning core.
+
+Every error a user can cause is an ``AutotuneError`` with a stable ``code``, an HTTP ``status``
+and ``details`` (a JSON-able dict, usually naming the offending field). One exception handler in
+the REST API turns them into ``{"error": {"code", "message", "details"}}`` and the HTTP client
+turns such a body back into the same class, so both transports raise the same exceptions.
+
+``retryable`` says whether the same request may succeed if simply sent again (Vizier ties each
+error to a retry behaviour in the same way).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AutotuneError",
+    "ValidationError",
+    "NotFoundError",
+    "ConflictError",
+    "AlreadyExistsError",
+    "TrialFinishedError",
+    "StudyNotActiveError",
+    "UnavailableError",
+    "error_from_payload",
+]
+
+
+class AutotuneError(Exception):
+    """Root of every AutoTune error. Not retryable unless a subclass says so."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return self.message
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ValidationError(AutotuneError, ValueError):
+    """The input is malformed or out of range; ``details["field"]`` names it. Not retryable."""
+
+    code = "invalid_argument"
+    status = 422
+
+    def __init__(
+        self, message: str, *, field: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        merged = dict(details or {})
+        if field is not None:
+            merged.setdefault("field", field)
+        super().__init__(message, details=merged)
+        self.field = field
+
+
+class NotFoundError(AutotuneError, KeyError):
+    """The study, trial or other resource does not exist. Not retryable."""
+
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(AutotuneError):
+    """The request conflicts with the resource's current state. Not retryable as is."""
+
+    code = "conflict"
+    status = 409
+
+
+class AlreadyExistsError(ConflictError):
+    """A resource with that unique name already exists."""
+
+    code = "already_exists"
+
+
+class TrialFinishedError(ConflictError):
+    """The trial is already completed, failed or pruned and cannot change any more."""
+
+    code = "trial_finished"
+
+
+class StudyNotActiveError(ConflictError):
+    """The study is paused or completed and hands out no new trials."""
+
+    code = "study_not_active"
+
+
+class UnavailableError(AutotuneError):
+    """The server or database could not be reached or was busy. Retryable."""
+
+    code = "unavailable"
+    status = 503
+    retryable = True
+
+
+_BY_CODE: dict[str, type[AutotuneError]] = {
+    cls.code: cls
+    for cls in (
+        AutotuneError,
+        ValidationError,
+        NotFoundError,
+        ConflictError,
+        AlreadyExistsError,
+        TrialFinishedError,
+        StudyNotActiveError,
+        UnavailableError,
+    )
+}
+
+
+def register_error(cls: type[AutotuneError]) -> type[AutotuneError]:
+    """Let other packages (serving, features) add error classes that travel over HTTP."""
+    existing = _BY_CODE.get(cls.code)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"error code {cls.code!r} is already taken by {existing.__name__}")
+    _BY_CODE[cls.code] = cls
+    return cls
+
+
+def error_from_payload(status: int, payload: Any) -> AutotuneError:
+    """Rebuild the typed error from an HTTP error body (used by the HTTP client)."""
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(err, dict):
+        return AutotuneError(f"HTTP {status}: {payload!r}")
+    cls = _BY_CODE.get(str(err.get("code")), AutotuneError)
+    message = str(err.get("message", f"HTTP {status}"))
+    details = err.get("details") or {}
+    if issubclass(cls, ValidationError):
+        return cls(message, details=details)
+    return cls(message, details=details)

@@ -1,0 +1,70 @@
+"""The composition root: builds the service and mounts every router.
+
+``create_app(service)`` serves a given service (tests, embedding); ``create_app(db_url=...)``
+builds one and closes it on shutdown. ``app_from_env`` is the factory that ``autotune serve``
+hands uvicorn as an import string, so each worker process builds its own app and its own
+database pool from ``AUTOTUNE_DB``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import autotune
+from autotune.api.errors import install_error_handlers
+from autotune.api.routes import health, studies, trials
+from autotune.api.settings import Settings
+from autotune.service import StudyService
+
+__all__ = ["create_app", "app_from_env", "API_PREFIX"]
+
+API_PREFIX = "/v1"
+
+_DESCRIPTION = """\
+AutoTune's tuning service. Create a study (a search space and objectives), ask it for
+trials with `suggest`, evaluate them, and tell it how they did with `observe`.
+
+Every error is `{"error": {"code", "message", "details"}}`; `details.field` names the bad input.
+"""
+
+
+def create_app(service: StudyService | None = None, *, db_url: str | None = None) -> FastAPI:
+    """Build the API app.
+
+    Args:
+        service: serve this service (the caller owns and closes it).
+        db_url: without ``service``, build one on this SQLAlchemy URL (``None``: the service's
+            default, ``AUTOTUNE_DB`` or a SQLite file); the app closes it on shutdown.
+    """
+    if service is not None and db_url is not None:
+        raise ValueError("pass either service or db_url, not both")
+    owned = service is None
+    svc = service if service is not None else StudyService(db_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                svc.close()
+
+    app = FastAPI(
+        title="AutoTune",
+        version=autotune.__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    install_error_handlers(app)
+    for router in (health.router, studies.router, trials.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``autotune.api.app:app_from_env``): settings from the environment."""
+    return create_app(db_url=Settings.from_env().db_url)

@@ -1,0 +1,321 @@
+"""The ``autotune`` command line: ``serve`` and ``studies list|show|best|delete``.
+
+Errors print one line to stderr and exit 1 (a failed operation) or 2 (bad usage); never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from autotune.errors import AutotuneError
+
+if TYPE_CHECKING:
+    from autotune.client import Client
+    from autotune.models import Trial
+
+__all__ = ["cli", "main"]
+
+DB_ENV = "AUTOTUNE_DB"
+SERVER_ENV = "AUTOTUNE_SERVER"
+
+
+class _Group(click.Group):
+    """Turns every error into one line on stderr instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except AutotuneError as e:
+            raise _Failure(f"{e.code}: {e}") from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as e:
+            raise _Failure(f"{type(e).__name__}: {e}") from None
+
+
+class _Failure(click.ClickException):
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="autotune", prog_name="autotune")
+def cli() -> None:
+    """AutoTune: optimization as a service."""
+
+
+# -- serve ----------------------------------------------------------------------------------
+@cli.command()
+@click.option("--db", envvar=DB_ENV, help=f"SQLAlchemy URL [env {DB_ENV}; default sqlite]")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(db: str | None, host: str, port: int, workers: int, log_level: str) -> None:
+    """Run the REST API (docs at /docs) with uvicorn."""
+    import uvicorn
+
+    if db:
+        # Each worker process builds its own app (and database pool) from the environment.
+        os.environ[DB_ENV] = db
+    uvicorn.run(
+        "autotune.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
+
+
+# -- studies --------------------------------------------------------------------------------
+@cli.group(cls=_Group)
+def studies() -> None:
+    """Inspect and delete studies."""
+
+
+def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --db/--server and passes a connected client as ``client``."""
+
+    @click.option("--db", envvar=DB_ENV, help=f"database URL, embedded [env {DB_ENV}]")
+    @click.option("--server", envvar=SERVER_ENV, help=f"server URL, http://... [env {SERVER_ENV}]")
+    @wraps(fn)
+    def wrapper(db: str | None, server: str | None, **kw: Any) -> Any:
+        from autotune.client import Client
+
+        ctx = click.get_current_context()
+        given = {
+            p
+            for p in ("db", "server")
+            if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+        }
+        if given == {"db", "server"}:
+            raise click.UsageError("give --db or --server, not both")
+        if server and "db" in given:
+            server = None  # an explicit --db wins over AUTOTUNE_SERVER
+        if server:
+            if not server.startswith(("http://", "https://")):
+                raise click.BadParameter(
+                    f"{server!r} is not an http(s):// URL", param_hint="--server"
+                )
+            client = Client(server, retries=2)
+        else:
+            if db is not None and "://" not in db:
+                raise click.BadParameter(
+                    f"{db!r} is not a database URL (e.g. sqlite:///autotune.db)",
+                    param_hint="--db",
+                )
+            client = Client(db=db)
+        with client:
+            return fn(client=client, **kw)
+
+    return wrapper
+
+
+@studies.command("list")
+@click.option(
+    "--state", type=click.Choice(["active", "paused", "completed"]), help="only this state"
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_target
+def list_cmd(client: Client, state: str | None, as_json: bool) -> None:
+    """List studies, newest first."""
+    items = client.list_studies(state=state)
+    if as_json:
+        _echo_json([s.model_dump(mode="json") for s in items])
+        return
+    if not items:
+        click.echo("no studies")
+        return
+    rows = [
+        [
+            s.name,
+            s.state,
+            ", ".join(f"{k} ({v})" for k, v in s.objectives.items()),
+            s.n_trials,
+            s.max_trials if s.max_trials is not None else "-",
+            s.algorithm,
+            _time(s.created_at),
+        ]
+        for s in items
+    ]
+    click.echo(
+        _table(["NAME", "STATE", "OBJECTIVES", "TRIALS", "MAX", "ALGORITHM", "CREATED"], rows)
+    )
+
+
+@studies.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+@_target
+def show_cmd(client: Client, name: str, as_json: bool) -> None:
+    """Show a study: its settings, search space and trial counts."""
+    study = client.get_study(name)
+    info = study.info
+    from autotune.models import TrialState
+
+    counts = {s.value: study.count_trials(s) for s in TrialState}
+    if as_json:
+        _echo_json({**info.model_dump(mode="json"), "trial_counts": counts})
+        return
+    fields = [
+        ["name", info.name],
+        ["state", info.state],
+        ["objectives", ", ".join(f"{k} ({v})" for k, v in info.objectives.items())],
+        [
+            "constraints",
+            ", ".join(f"{k} {op} {b:g}" for k, (op, b) in info.constraints.items()) or "-",
+        ],
+        ["algorithm", info.algorithm],
+        ["seed", info.seed],
+        ["max trials", info.max_trials if info.max_trials is not None else "-"],
+        ["trials", info.n_trials],
+        ["created", _time(info.created_at)],
+        ["updated", _time(info.updated_at)],
+    ]
+    click.echo(_table(["FIELD", "VALUE"], fields, header=False))
+    click.echo()
+    click.echo(_table(["PARAMETER", "TYPE", "DOMAIN", "CONDITION"], _space_rows(info.space)))
+    click.echo()
+    click.echo(_table(["TRIAL STATE", "COUNT"], [[k, v] for k, v in counts.items()]))
+
+
+@studies.command("best")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_target
+def best_cmd(client: Client, name: str, as_json: bool) -> None:
+    """Show the best trial (or the Pareto-optimal trials for several objectives)."""
+    study = client.get_study(name)
+    best = study.best_trials
+    if as_json:
+        _echo_json([t.model_dump(mode="json") for t in best])
+        return
+    if not best:
+        click.echo(f"study {name!r} has no completed trial yet")
+        return
+    click.echo(_table(*_trial_table(best, list(study.objectives))))
+
+
+@studies.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
+@_target
+def delete_cmd(client: Client, name: str, yes: bool) -> None:
+    """Delete a study and all its trials."""
+    info = client.get_study(name).info
+    if not yes:
+        click.confirm(
+            f"delete study {name!r} and its {info.n_trials} trial(s)?", abort=True, err=True
+        )
+    client.delete_study(name)
+    click.echo(f"deleted study {name!r}")
+
+
+# -- formatting -----------------------------------------------------------------------------
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, header: bool = True) -> str:
+    """Aligned columns; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    numeric = [all(_is_num(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
+    widths = [
+        max([len(h) if header else 0] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = []
+    if header:
+        out.append(line(list(headers)))
+        out.append("  ".join("-" * w for w in widths))
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if hasattr(v, "value") and isinstance(v.value, str):  # enums
+        return v.value
+    return str(v)
+
+
+def _time(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def _space_rows(space: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, p in space.items():
+        kind = p.get("type", "?")
+        if kind == "categorical":
+            domain = "{" + ", ".join(json.dumps(c) for c in p.get("choices", [])) + "}"
+        else:
+            domain = f"[{p.get('low')}, {p.get('high')}]"
+            if p.get("log"):
+                domain += " log"
+            if p.get("step") not in (None, 1) or (kind == "float" and p.get("step")):
+                domain += f" step {p['step']}"
+        cond = p.get("condition")
+        cond_text = ", ".join(f"{k} in {json.dumps(v)}" for k, v in cond.items()) if cond else "-"
+        rows.append([name, kind, domain, cond_text])
+    return rows
+
+
+def _trial_table(trials: Sequence[Trial], objectives: Sequence[str]) -> tuple[list, list]:
+    metric_names = list(objectives)
+    for t in trials:
+        for k in t.values or {}:
+            if k not in metric_names:
+                metric_names.append(k)
+    headers = ["TRIAL", *(m.upper() for m in metric_names), "PARAMS"]
+    rows = [
+        [
+            t.number,
+            *((t.values or {}).get(m) for m in metric_names),
+            ", ".join(f"{k}={_cell(v)}" for k, v in t.params.items()),
+        ]
+        for t in trials
+    ]
+    return headers, rows
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="autotune")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -3,23 +3,91 @@
 The REST API and the embedded client both call this class; it is stateless between calls (all
 state is in the database), so several API processes can share one PostgreSQL database.
 
-CONTRACT (implemented by the storage/service work; the API and client are written against it).
+Every method is one short transaction (retried as a whole on transient database errors). Suggest
+is atomic per study: on PostgreSQL it locks the study row (``SELECT ... FOR UPDATE``), on SQLite
+the write lock serializes it; so trial numbers never collide and ``max_trials`` is never exceeded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime
+import json
+import math
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from autotune.models import Study, StudySpec, StudyState, Trial, TrialState
+from autotune.errors import (
+    AlreadyExistsError,
+    AutotuneError,
+    ConflictError,
+    NotFoundError,
+    StudyNotActiveError,
+    TrialFinishedError,
+    ValidationError,
+)
+from autotune.models import (
+    FINISHED_STATES,
+    MAX_METADATA_BYTES,
+    Direction,
+    Measurement,
+    Study,
+    StudySpec,
+    StudyState,
+    Trial,
+    TrialState,
+)
 from autotune.space import Params
+from autotune.storage.engine import Database
+from autotune.storage.schema import (
+    MAX_CLIENT_ID,
+    IntermediateValueRow,
+    QueueRow,
+    StudyRow,
+    TrialRow,
+)
 
 T = TypeVar("T")
 
 __all__ = ["StudyService", "Page", "ReportResult", "SuggestResult", "QueuedConfig"]
+
+MAX_SUGGEST_COUNT = 1000
+MAX_PAGE_LIMIT = 1000
+MAX_ERROR_CHARS = 10_000
+# Trial numbers and steps are stored as BIGINT; anything larger cannot exist.
+_MAX_INT64 = 2**63 - 1
+# Requeued configurations of abandoned trials go ahead of the user's enqueued ones.
+_PRIORITY_REQUEUED = 1
+_PRIORITY_USER = 0
+# Designer instances kept per process (they may cache a fitted model between calls).
+_DESIGNER_CACHE_SIZE = 256
+
+_RUNNING = TrialState.RUNNING.value
+_ABANDONED = TrialState.ABANDONED.value
+_COMPLETED = TrialState.COMPLETED.value
+_FINISHED = tuple(s.value for s in FINISHED_STATES)
+
+# The trial columns that make a ``Trial`` (everything but ids and flags).
+_TRIAL_COLUMNS = (
+    TrialRow.number,
+    TrialRow.state,
+    TrialRow.params,
+    TrialRow.values,
+    TrialRow.client_id,
+    TrialRow.error,
+    TrialRow.meta,
+    TrialRow.created_at,
+    TrialRow.completed_at,
+    TrialRow.heartbeat_at,
+)
 
 
 class Page(BaseModel, Generic[T]):
@@ -46,6 +114,10 @@ class QueuedConfig(BaseModel):
     params: Params
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class StudyService:
     """Create studies, hand out and complete trials. Thread-safe; one per process is enough.
 
@@ -53,6 +125,8 @@ class StudyService:
         db_url: SQLAlchemy URL. ``None`` -> ``AUTOTUNE_DB`` or ``sqlite:///autotune.db``.
         clock: returns the current UTC time (tests move it forward to expire heartbeats).
         migrate: apply Alembic migrations on start (several processes may start at once).
+        pool_size: PostgreSQL connections kept per process.
+        max_overflow: extra PostgreSQL connections allowed under load.
     """
 
     def __init__(
@@ -61,24 +135,372 @@ class StudyService:
         *,
         clock: Callable[[], datetime] | None = None,
         migrate: bool = True,
+        pool_size: int = 5,
+        max_overflow: int = 20,
     ) -> None:
-        raise NotImplementedError
+        self._db = Database(db_url, pool_size=pool_size, max_overflow=max_overflow)
+        self._clock = clock or _utcnow
+        self._designers: OrderedDict[tuple[int, str], Any] = OrderedDict()
+        self._designers_lock = threading.Lock()
+        if migrate:
+            from autotune.storage.migrate import upgrade
 
-    def close(self) -> None: ...
+            try:
+                upgrade(self._db)
+            except Exception:
+                self._db.dispose()
+                raise
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self._db.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self._db.dispose()
+
+    def __enter__(self) -> StudyService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+    # ------------------------------------------------------------------------------------------
     # studies
-    def create_study(self, spec: StudySpec | Mapping[str, Any]) -> Study: ...
-    def get_study(self, name: str) -> Study: ...
+    # ------------------------------------------------------------------------------------------
+    def create_study(self, spec: StudySpec | Mapping[str, Any]) -> Study:
+        """Create a study from a spec (validated here). A missing seed is drawn and stored.
+
+        Raises:
+            ValidationError: a bad spec or an unknown algorithm.
+            AlreadyExistsError: a study of that name exists.
+        """
+        spec = StudySpec.parse(dict(spec) if isinstance(spec, Mapping) else spec)
+        from autotune.designers import designer_names
+
+        names = designer_names()
+        if spec.algorithm not in names:
+            raise ValidationError(
+                f"unknown algorithm {spec.algorithm!r}; choose one of {names}",
+                field="algorithm",
+                details={"allowed": names},
+            )
+        seed = spec.seed if spec.seed is not None else secrets.randbits(63)
+        space = spec.search_space().to_json()
+
+        def work(s: Session, _attempt: int) -> Study:
+            now = self._now()
+            row = StudyRow(
+                name=spec.name,
+                state=StudyState.ACTIVE.value,
+                space=space,
+                objectives={k: v.value for k, v in spec.objectives.items()},
+                constraints={k: [op, b] for k, (op, b) in spec.constraints.items()},
+                max_trials=spec.max_trials,
+                algorithm=spec.algorithm,
+                seed=seed,
+                heartbeat_grace_s=spec.heartbeat_grace_s,
+                stopper=spec.stopper,
+                meta=spec.metadata,
+                n_trials=0,
+                designer_info={},
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:
+                raise AlreadyExistsError(
+                    f"a study named {spec.name!r} already exists; choose another name or "
+                    "delete it first",
+                    details={"field": "name", "name": spec.name},
+                ) from None
+            return _study(row)
+
+        return self._db.run(work, write=True)
+
+    def get_study(self, name: str) -> Study:
+        """Raises NotFoundError for an unknown name."""
+        return self._db.run(lambda s, _: _study(self._study_row(s, name)), write=False)
+
     def list_studies(
         self, *, state: StudyState | None = None, offset: int = 0, limit: int = 50
-    ) -> Page[Study]: ...
-    def set_study_state(self, name: str, state: StudyState) -> Study: ...
-    def delete_study(self, name: str) -> None: ...
+    ) -> Page[Study]:
+        """Studies ordered by id, optionally only those in ``state``."""
+        state_v = _study_state(state) if state is not None else None
+        _check_page(offset, limit)
 
+        def work(s: Session, _attempt: int) -> Page[Study]:
+            where = [StudyRow.state == state_v.value] if state_v is not None else []
+            total = s.scalar(select(func.count()).select_from(StudyRow).where(*where)) or 0
+            rows = s.scalars(
+                select(StudyRow).where(*where).order_by(StudyRow.id).offset(offset).limit(limit)
+            ).all()
+            return Page[Study](
+                items=[_study(r) for r in rows], total=total, offset=offset, limit=limit
+            )
+
+        return self._db.run(work, write=False)
+
+    def set_study_state(self, name: str, state: StudyState) -> Study:
+        """Pause, resume or complete a study. Completing is final.
+
+        Raises:
+            ConflictError: resuming or pausing a completed study.
+        """
+        new = _study_state(state)
+
+        def work(s: Session, _attempt: int) -> Study:
+            row = self._study_row(s, name, lock=True)
+            if row.state == new.value:
+                return _study(row)
+            if row.state == StudyState.COMPLETED.value:
+                raise ConflictError(
+                    f"study {name!r} is completed, which is final; it cannot become "
+                    f"{new.value!r}. Create a new study to continue.",
+                    details={"field": "state", "state": row.state},
+                )
+            row.state = new.value
+            row.updated_at = self._now()
+            return _study(row)
+
+        return self._db.run(work, write=True)
+
+    def delete_study(self, name: str) -> None:
+        """Delete a study with its trials, intermediate values and queue."""
+
+        def work(s: Session, _attempt: int) -> None:
+            res = s.execute(delete(StudyRow).where(StudyRow.name == name))
+            if res.rowcount == 0:
+                raise _study_not_found(name)
+
+        self._db.run(work, write=True)
+
+    # ------------------------------------------------------------------------------------------
     # trials
-    def suggest(
-        self, name: str, *, count: int = 1, client_id: str | None = None
-    ) -> SuggestResult: ...
+    # ------------------------------------------------------------------------------------------
+    def suggest(self, name: str, *, count: int = 1, client_id: str | None = None) -> SuggestResult:
+        """Hand out up to ``count`` new running trials (fewer when ``max_trials`` is near).
+
+        With ``client_id``, a client that still has running trials gets those back instead of
+        new ones, so a retried request never leaks trials.
+
+        Raises:
+            ValidationError: ``count`` outside 1..1000 or a bad ``client_id``.
+            NotFoundError: unknown study.
+            StudyNotActiveError: the study is paused or completed.
+        """
+        if isinstance(count, bool) or not isinstance(count, int | np.integer):
+            raise ValidationError(
+                f"count must be an integer from 1 to {MAX_SUGGEST_COUNT}, got {count!r}",
+                field="count",
+            )
+        count = int(count)
+        if not 1 <= count <= MAX_SUGGEST_COUNT:
+            raise ValidationError(
+                f"count must be from 1 to {MAX_SUGGEST_COUNT}, got {count}", field="count"
+            )
+        if client_id is not None and (
+            not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID
+        ):
+            raise ValidationError(
+                f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters",
+                field="client_id",
+            )
+        return self._db.run(
+            lambda s, _: self._suggest(s, name, count=count, client_id=client_id), write=True
+        )
+
+    def _suggest(
+        self, s: Session, name: str, *, count: int, client_id: str | None
+    ) -> SuggestResult:
+        study_row = self._study_row(s, name, lock=True)
+        study = _study(study_row)
+        sid = study_row.id
+        now = self._now()
+
+        # (1) Abandon silent running trials; their configurations go to the front of the queue.
+        if study.heartbeat_grace_s is not None:
+            cutoff = now - timedelta(seconds=study.heartbeat_grace_s)
+            expired = s.execute(
+                update(TrialRow)
+                .where(
+                    TrialRow.study_id == sid,
+                    TrialRow.state == _RUNNING,
+                    TrialRow.heartbeat_at < cutoff,
+                )
+                .values(state=_ABANDONED)
+                .returning(TrialRow.id, TrialRow.number, TrialRow.params)
+            ).all()
+            if expired:
+                expired.sort(key=lambda r: r.number)
+                s.execute(
+                    insert(QueueRow),
+                    [
+                        {
+                            "study_id": sid,
+                            "params": r.params,
+                            "priority": _PRIORITY_REQUEUED,
+                            "source_trial_id": r.id,
+                            "created_at": now,
+                        }
+                        for r in expired
+                    ],
+                )
+
+        # (2) The same client asking again gets its running trials back.
+        if client_id is not None:
+            rows = s.execute(
+                select(*_TRIAL_COLUMNS, TrialRow.id)
+                .where(
+                    TrialRow.study_id == sid,
+                    TrialRow.client_id == client_id,
+                    TrialRow.state == _RUNNING,
+                )
+                .order_by(TrialRow.number)
+            ).all()
+            if rows:
+                s.execute(
+                    update(TrialRow)
+                    .where(TrialRow.id.in_([r.id for r in rows]))
+                    .values(heartbeat_at=now)
+                )
+                trials = [_trial(r, heartbeat_at=now) for r in rows]
+                return SuggestResult(
+                    trials=trials,
+                    study_state=study.state,
+                    designer=study.designer_info.get("designer"),
+                )
+
+        # (3) Paused and completed studies hand out nothing.
+        if study.state != StudyState.ACTIVE:
+            raise StudyNotActiveError(
+                f"study {name!r} is {study.state.value}; it hands out trials only when active"
+                + (" (resume it first)" if study.state == StudyState.PAUSED else ""),
+                details={"state": study.state.value},
+            )
+
+        n_running, n_abandoned = self._running_abandoned(s, sid)
+        n_total = study_row.n_trials
+
+        # (4) The budget counts every trial that was not abandoned.
+        if study.max_trials is not None:
+            remaining = study.max_trials - (n_total - n_abandoned)
+            if remaining <= 0:
+                state = study.state
+                if n_running == 0:
+                    state = StudyState.COMPLETED
+                    study_row.state = state.value
+                    study_row.updated_at = now
+                return SuggestResult(
+                    trials=[], study_state=state, designer=study.designer_info.get("designer")
+                )
+            count = min(count, remaining)
+
+        # (5) Queued configurations first (requeued ones ahead of the user's), then the designer.
+        queued = s.execute(
+            delete(QueueRow)
+            .where(
+                QueueRow.id.in_(
+                    select(QueueRow.id)
+                    .where(QueueRow.study_id == sid)
+                    .order_by(QueueRow.priority.desc(), QueueRow.id)
+                    .limit(count)
+                    .scalar_subquery()
+                )
+            )
+            .returning(QueueRow.id, QueueRow.priority, QueueRow.params)
+        ).all()
+        queued.sort(key=lambda r: (-r.priority, r.id))
+        configs: list[Params] = [dict(r.params) for r in queued]
+
+        designer_name = study.designer_info.get("designer")
+        if len(configs) < count:
+            n_new = count - len(configs)
+            designer = self._designer(sid, study.algorithm)
+            from autotune.designers import Problem
+
+            space = study.search_space()
+            problem = Problem.from_study(study)
+            completed = _LazySequence(
+                n_total - n_running - n_abandoned, lambda: self._finished_trials(s, sid)
+            )
+            pending_loaded = _LazySequence(n_running, lambda: self._running_params(s, sid))
+            pending: Sequence[Params] = (
+                _Chain(pending_loaded, configs) if configs else pending_loaded
+            )
+            try:
+                proposed = designer.suggest(
+                    problem, completed=completed, pending=pending, count=n_new, seed=study.seed
+                )
+            except AutotuneError:
+                raise
+            except Exception as e:
+                raise AutotuneError(
+                    f"designer {study.algorithm!r} failed on study {name!r}: {e}"
+                ) from e
+            if len(proposed) != n_new:
+                raise AutotuneError(
+                    f"designer {study.algorithm!r} returned {len(proposed)} configurations "
+                    f"instead of {n_new}"
+                )
+            for p in proposed:
+                try:
+                    configs.append(space.validate_params(p))
+                except ValidationError as e:
+                    raise AutotuneError(
+                        f"designer {study.algorithm!r} returned an invalid configuration "
+                        f"{p!r}: {e.message}"
+                    ) from e
+            info = designer.describe()
+            designer_name = info.get("designer", study.algorithm)
+            if info != study.designer_info:
+                study_row.designer_info = info
+
+        # (6) New running trials, numbered on from the study's counter.
+        new_rows = [
+            {
+                "study_id": sid,
+                "number": n_total + i,
+                "state": _RUNNING,
+                "params": p,
+                "values": None,
+                "client_id": client_id,
+                "error": None,
+                "meta": {},
+                "has_intermediate": False,
+                "created_at": now,
+                "completed_at": None,
+                "heartbeat_at": now,
+            }
+            for i, p in enumerate(configs)
+        ]
+        if new_rows:
+            s.execute(insert(TrialRow), new_rows)
+        study_row.n_trials = n_total + len(new_rows)
+        study_row.updated_at = now
+        trials = [
+            Trial(
+                number=r["number"],
+                state=TrialState.RUNNING,
+                params=r["params"],
+                client_id=client_id,
+                created_at=now,
+                heartbeat_at=now,
+            )
+            for r in new_rows
+        ]
+        return SuggestResult(trials=trials, study_state=study.state, designer=designer_name)
+
     def observe(
         self,
         name: str,
@@ -86,12 +508,150 @@ class StudyService:
         values: Mapping[str, float],
         *,
         metadata: Mapping[str, Any] | None = None,
-    ) -> Trial: ...
-    def report(self, name: str, number: int, *, step: int, value: float) -> ReportResult: ...
-    def fail(self, name: str, number: int, *, reason: str) -> Trial: ...
-    def heartbeat(self, name: str, number: int) -> Trial: ...
-    def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig: ...
-    def get_trial(self, name: str, number: int) -> Trial: ...
+    ) -> Trial:
+        """Complete a trial with its metrics: every objective, optionally constraint metrics.
+
+        A late result for an abandoned trial is accepted (and its requeued configuration
+        withdrawn if it was not handed out again).
+
+        Raises:
+            ValidationError: a missing objective, an unknown metric, a non-finite value, or
+                metadata that is not a JSON object.
+            NotFoundError: unknown study or trial.
+            TrialFinishedError: the trial is already completed, failed or pruned.
+        """
+        number = _check_number(number)
+        meta = _check_metadata(metadata)
+
+        def work(s: Session, attempt: int) -> Trial:
+            row = self._trial_with_study(s, name, number)
+            clean = _check_values(row, values)
+            if row.state in _FINISHED:
+                # A retry after a commit whose acknowledgement was lost: same result, success.
+                if attempt and row.state == _COMPLETED and row.values == clean:
+                    return self._trial_from_joined(s, row)
+                raise _finished(name, number, row.state)
+            now = self._now()
+            merged = {**row.meta, **meta} if meta else row.meta
+            changes = {"state": _COMPLETED, "values": clean, "completed_at": now, "meta": merged}
+            self._finish(s, row, changes)
+            self._maybe_complete_study(s, row, now)
+            return self._trial_from_joined(s, row, **_trial_changes(changes))
+
+        return self._db.run(work, write=True)
+
+    def report(self, name: str, number: int, *, step: int, value: float) -> ReportResult:
+        """Store an intermediate value (re-reporting a step overwrites it); refreshes the
+        heartbeat. ``should_stop`` says whether the study's stopper wants the trial stopped.
+
+        Raises:
+            ValidationError: a negative or non-integer step, a non-finite value.
+            NotFoundError: unknown study or trial.
+            TrialFinishedError: the trial is already completed, failed or pruned.
+        """
+        number = _check_number(number)
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, int | np.integer)
+            or not (0 <= int(step) <= _MAX_INT64)
+        ):
+            raise ValidationError(f"step must be an integer >= 0, got {step!r}", field="step")
+        step = int(step)
+        value = _finite(value, field="value", what="value")
+
+        def work(s: Session, _attempt: int) -> ReportResult:
+            row = self._trial_with_study(s, name, number)
+            if row.state in _FINISHED:
+                raise _finished(name, number, row.state)
+            self._upsert_intermediate(s, row.id, step, value)
+            s.execute(
+                update(TrialRow)
+                .where(TrialRow.id == row.id)
+                .values(heartbeat_at=self._now(), has_intermediate=True)
+            )
+            return ReportResult(should_stop=self._should_stop(s, row, step, value))
+
+        return self._db.run(work, write=True)
+
+    def fail(self, name: str, number: int, *, reason: str) -> Trial:
+        """Mark a trial failed with ``reason`` (kept to its first 10,000 characters).
+
+        Raises:
+            NotFoundError: unknown study or trial.
+            TrialFinishedError: the trial is already completed, failed or pruned.
+        """
+        number = _check_number(number)
+        reason = str(reason)[:MAX_ERROR_CHARS]
+
+        def work(s: Session, attempt: int) -> Trial:
+            row = self._trial_with_study(s, name, number)
+            if row.state in _FINISHED:
+                if attempt and row.state == TrialState.FAILED.value and row.error == reason:
+                    return self._trial_from_joined(s, row)
+                raise _finished(name, number, row.state)
+            now = self._now()
+            changes = {"state": TrialState.FAILED.value, "error": reason, "completed_at": now}
+            self._finish(s, row, changes)
+            self._maybe_complete_study(s, row, now)
+            return self._trial_from_joined(s, row, **_trial_changes(changes))
+
+        return self._db.run(work, write=True)
+
+    def heartbeat(self, name: str, number: int) -> Trial:
+        """Tell the service a running trial is alive.
+
+        Raises:
+            NotFoundError: unknown study or trial.
+            TrialFinishedError: the trial is already completed, failed or pruned.
+        """
+        number = _check_number(number)
+
+        def work(s: Session, _attempt: int) -> Trial:
+            row = self._trial_with_study(s, name, number)
+            if row.state in _FINISHED:
+                raise _finished(name, number, row.state)
+            now = self._now()
+            s.execute(update(TrialRow).where(TrialRow.id == row.id).values(heartbeat_at=now))
+            return self._trial_from_joined(s, row, heartbeat_at=now)
+
+        return self._db.run(work, write=True)
+
+    def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig:
+        """Queue a configuration of the user's to be handed out before the designer's.
+
+        Raises:
+            ValidationError: ``params`` outside the space (naming the parameter).
+            NotFoundError: unknown study.
+        """
+
+        def work(s: Session, _attempt: int) -> QueuedConfig:
+            row = self._study_row(s, name)
+            clean = _study(row).search_space().validate_params(params)
+            qid = s.scalar(
+                insert(QueueRow)
+                .values(
+                    study_id=row.id,
+                    params=clean,
+                    priority=_PRIORITY_USER,
+                    source_trial_id=None,
+                    created_at=self._now(),
+                )
+                .returning(QueueRow.id)
+            )
+            assert qid is not None
+            return QueuedConfig(id=qid, params=clean)
+
+        return self._db.run(work, write=True)
+
+    def get_trial(self, name: str, number: int) -> Trial:
+        """Raises NotFoundError for an unknown study or trial."""
+        number = _check_number(number)
+
+        def work(s: Session, _attempt: int) -> Trial:
+            return self._trial_from_joined(s, self._trial_with_study(s, name, number))
+
+        return self._db.run(work, write=False)
+
     def list_trials(
         self,
         name: str,
@@ -99,5 +659,475 @@ class StudyService:
         state: TrialState | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> Page[Trial]: ...
-    def best_trials(self, name: str) -> list[Trial]: ...
+    ) -> Page[Trial]:
+        """A study's trials ordered by number, optionally only those in ``state``."""
+        state_v = _trial_state(state) if state is not None else None
+        _check_page(offset, limit)
+
+        def work(s: Session, _attempt: int) -> Page[Trial]:
+            sid = self._study_id(s, name)
+            where = [TrialRow.study_id == sid]
+            if state_v is not None:
+                where.append(TrialRow.state == state_v.value)
+            total = s.scalar(select(func.count()).select_from(TrialRow).where(*where)) or 0
+            rows = s.execute(
+                select(*_TRIAL_COLUMNS, TrialRow.id, TrialRow.has_intermediate)
+                .where(*where)
+                .order_by(TrialRow.number)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            return Page[Trial](
+                items=self._trials_with_intermediate(s, rows),
+                total=total,
+                offset=offset,
+                limit=limit,
+            )
+
+        return self._db.run(work, write=False)
+
+    def best_trials(self, name: str) -> list[Trial]:
+        """The best completed feasible trial (one objective) or the Pareto-optimal completed
+        feasible trials (several objectives, ordered by number); empty when there is none."""
+
+        def work(s: Session, _attempt: int) -> list[Trial]:
+            study = _study(self._study_row(s, name))
+            rows = s.execute(
+                select(TrialRow.number, TrialRow.values).where(
+                    TrialRow.study_id == study.id, TrialRow.state == _COMPLETED
+                )
+            ).all()
+            best = _best_numbers(study, [(r.number, r.values or {}) for r in rows])
+            if not best:
+                return []
+            full = s.execute(
+                select(*_TRIAL_COLUMNS, TrialRow.id, TrialRow.has_intermediate)
+                .where(TrialRow.study_id == study.id, TrialRow.number.in_(best))
+                .order_by(TrialRow.number)
+            ).all()
+            return self._trials_with_intermediate(s, full)
+
+        return self._db.run(work, write=False)
+
+    # ------------------------------------------------------------------------------------------
+    # helpers (all run inside a transaction)
+    # ------------------------------------------------------------------------------------------
+    def _study_row(self, s: Session, name: str, *, lock: bool = False) -> StudyRow:
+        stmt = select(StudyRow).where(StudyRow.name == name)
+        if lock and self._db.is_postgres:
+            stmt = stmt.with_for_update()
+        row = s.scalars(stmt).one_or_none()
+        if row is None:
+            raise _study_not_found(name)
+        return row
+
+    def _study_id(self, s: Session, name: str) -> int:
+        sid = s.scalar(select(StudyRow.id).where(StudyRow.name == name))
+        if sid is None:
+            raise _study_not_found(name)
+        return sid
+
+    def _trial_with_study(self, s: Session, name: str, number: int) -> Row[Any]:
+        """The trial's row with what observe needs of its study, in one query."""
+        row = s.execute(
+            select(
+                *_TRIAL_COLUMNS,
+                TrialRow.id,
+                TrialRow.has_intermediate,
+                StudyRow.id.label("study_id"),
+                StudyRow.objectives.label("study_objectives"),
+                StudyRow.constraints.label("study_constraints"),
+                StudyRow.max_trials.label("study_max_trials"),
+                StudyRow.n_trials.label("study_n_trials"),
+                StudyRow.state.label("study_state"),
+                StudyRow.stopper.label("study_stopper"),
+            )
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(StudyRow.name == name, TrialRow.number == number)
+        ).one_or_none()
+        if row is None:
+            sid = self._study_id(s, name)  # raises for an unknown study
+            n = s.scalar(select(StudyRow.n_trials).where(StudyRow.id == sid))
+            raise NotFoundError(
+                f"study {name!r} has no trial {number}; its trials are numbered 0 to {(n or 0) - 1}"
+                if n
+                else f"study {name!r} has no trials yet (asked for {number})",
+                details={"field": "number", "study": name, "number": number},
+            )
+        return row
+
+    def _finish(self, s: Session, row: Row[Any], changes: dict[str, Any]) -> str:
+        """Move a running or abandoned trial to a finished state; returns the state it had.
+
+        Guarded by the state in the UPDATE itself, so a concurrent finish or abandonment
+        (PostgreSQL) is seen rather than overwritten.
+        """
+        for prior in (_RUNNING, _ABANDONED):
+            res = s.execute(
+                update(TrialRow)
+                .where(TrialRow.id == row.id, TrialRow.state == prior)
+                .values(**changes)
+            )
+            if res.rowcount:
+                if prior == _ABANDONED:
+                    # A late result: withdraw its requeued configuration if still queued.
+                    s.execute(delete(QueueRow).where(QueueRow.source_trial_id == row.id))
+                return prior
+        current = s.scalar(select(TrialRow.state).where(TrialRow.id == row.id))
+        raise _finished(None, row.number, current or "deleted")
+
+    def _maybe_complete_study(self, s: Session, row: Row[Any], now: datetime) -> None:
+        """Complete the study once its budget is used and no trial is running."""
+        max_trials = row.study_max_trials
+        if max_trials is None or row.study_n_trials < max_trials:
+            return
+        if row.study_state != StudyState.ACTIVE.value:
+            return
+        n_running, n_abandoned = self._running_abandoned(s, row.study_id)
+        if n_running == 0 and row.study_n_trials - n_abandoned >= max_trials:
+            s.execute(
+                update(StudyRow)
+                .where(StudyRow.id == row.study_id, StudyRow.state == StudyState.ACTIVE.value)
+                .values(state=StudyState.COMPLETED.value, updated_at=now)
+            )
+
+    def _running_abandoned(self, s: Session, sid: int) -> tuple[int, int]:
+        counts = dict(
+            s.execute(
+                select(TrialRow.state, func.count())
+                .where(TrialRow.study_id == sid, TrialRow.state.in_((_RUNNING, _ABANDONED)))
+                .group_by(TrialRow.state)
+            ).all()
+        )
+        return counts.get(_RUNNING, 0), counts.get(_ABANDONED, 0)
+
+    def _finished_trials(self, s: Session, sid: int) -> list[Trial]:
+        rows = s.execute(
+            select(
+                TrialRow.number,
+                TrialRow.state,
+                TrialRow.params,
+                TrialRow.values,
+                TrialRow.created_at,
+                TrialRow.completed_at,
+            )
+            .where(TrialRow.study_id == sid, TrialRow.state.in_(_FINISHED))
+            .order_by(TrialRow.number)
+        ).all()
+        return [
+            Trial(
+                number=r.number,
+                state=r.state,
+                params=r.params,
+                values=r.values,
+                created_at=r.created_at,
+                completed_at=r.completed_at,
+            )
+            for r in rows
+        ]
+
+    def _running_params(self, s: Session, sid: int) -> list[Params]:
+        return list(
+            s.scalars(
+                select(TrialRow.params)
+                .where(TrialRow.study_id == sid, TrialRow.state == _RUNNING)
+                .order_by(TrialRow.number)
+            ).all()
+        )
+
+    def _upsert_intermediate(self, s: Session, trial_id: int, step: int, value: float) -> None:
+        if self._db.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(IntermediateValueRow).values(
+            trial_id=trial_id, step=step, value=value
+        )
+        s.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["trial_id", "step"], set_={"value": stmt.excluded.value}
+            )
+        )
+
+    def _should_stop(self, s: Session, row: Row[Any], step: int, value: float) -> bool:
+        """Whether the study's stopper wants this trial stopped.
+
+        The hook for early stopping: a stopper is a function of the study's intermediate values
+        (``row.study_stopper`` is its spec). None is plugged in yet, so trials always go on.
+        """
+        return False
+
+    def _intermediate(self, s: Session, trial_ids: list[int]) -> dict[int, list[Measurement]]:
+        out: dict[int, list[Measurement]] = {}
+        if not trial_ids:
+            return out
+        for tid, step, value in s.execute(
+            select(
+                IntermediateValueRow.trial_id, IntermediateValueRow.step, IntermediateValueRow.value
+            )
+            .where(IntermediateValueRow.trial_id.in_(trial_ids))
+            .order_by(IntermediateValueRow.trial_id, IntermediateValueRow.step)
+        ):
+            out.setdefault(tid, []).append(Measurement(step=step, value=value))
+        return out
+
+    def _trials_with_intermediate(self, s: Session, rows: Sequence[Row[Any]]) -> list[Trial]:
+        inter = self._intermediate(s, [r.id for r in rows if r.has_intermediate])
+        return [_trial(r, intermediate=inter.get(r.id, [])) for r in rows]
+
+    def _trial_from_joined(self, s: Session, row: Row[Any], **changes: Any) -> Trial:
+        inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []
+        return _trial(row, intermediate=inter, **changes)
+
+    def _designer(self, study_id: int, algorithm: str) -> Any:
+        from autotune.designers import make_designer
+
+        key = (study_id, algorithm)
+        with self._designers_lock:
+            designer = self._designers.get(key)
+            if designer is not None:
+                self._designers.move_to_end(key)
+                return designer
+        designer = make_designer(algorithm)
+        with self._designers_lock:
+            self._designers[key] = designer
+            while len(self._designers) > _DESIGNER_CACHE_SIZE:
+                self._designers.popitem(last=False)
+        return designer
+
+
+# ----------------------------------------------------------------------------------------------
+# module helpers
+# ----------------------------------------------------------------------------------------------
+class _LazySequence(Sequence[T]):
+    """A sequence whose length is known up front and whose items are loaded on first use.
+
+    Designers that need only the history's size (random, Sobol) then cost no query.
+    """
+
+    def __init__(self, n: int, load: Callable[[], list[T]]) -> None:
+        self._n = n
+        self._load = load
+        self._items: list[T] | None = None
+
+    def _get(self) -> list[T]:
+        if self._items is None:
+            self._items = self._load()
+            self._n = len(self._items)
+        return self._items
+
+    def __len__(self) -> int:
+        return self._n if self._items is None else len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._get()[i]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._get())
+
+
+class _Chain(Sequence[T]):
+    """Two sequences read as one, without loading the first to know the length."""
+
+    def __init__(self, a: Sequence[T], b: Sequence[T]) -> None:
+        self._a, self._b = a, b
+
+    def __len__(self) -> int:
+        return len(self._a) + len(self._b)
+
+    def __getitem__(self, i: Any) -> Any:
+        return [*self._a, *self._b][i]
+
+    def __iter__(self) -> Iterator[T]:
+        yield from self._a
+        yield from self._b
+
+
+def _study(row: StudyRow) -> Study:
+    return Study(
+        id=row.id,
+        name=row.name,
+        space=row.space,
+        objectives=row.objectives,
+        constraints={k: (op, b) for k, (op, b) in row.constraints.items()},
+        max_trials=row.max_trials,
+        algorithm=row.algorithm,
+        seed=row.seed,
+        heartbeat_grace_s=row.heartbeat_grace_s,
+        stopper=row.stopper,
+        metadata=row.meta,
+        state=row.state,
+        n_trials=row.n_trials,
+        designer_info=row.designer_info,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _trial(row: Any, *, intermediate: list[Measurement] | None = None, **changes: Any) -> Trial:
+    data = {
+        "number": row.number,
+        "state": row.state,
+        "params": row.params,
+        "values": row.values,
+        "client_id": row.client_id,
+        "error": row.error,
+        "metadata": row.meta,
+        "created_at": row.created_at,
+        "completed_at": row.completed_at,
+        "heartbeat_at": row.heartbeat_at,
+        "intermediate": intermediate or [],
+    }
+    data.update(changes)
+    return Trial(**data)
+
+
+def _trial_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(changes)
+    if "meta" in out:
+        out["metadata"] = out.pop("meta")
+    return out
+
+
+def _study_not_found(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"no study named {name!r}; list the studies to see their names",
+        details={"field": "name", "study": name},
+    )
+
+
+def _finished(name: str | None, number: int, state: str) -> TrialFinishedError:
+    where = f" of study {name!r}" if name else ""
+    return TrialFinishedError(
+        f"trial {number}{where} is already {state} and cannot change any more",
+        details={"field": "number", "number": number, "state": state},
+    )
+
+
+def _check_number(number: Any) -> int:
+    if isinstance(number, bool) or not isinstance(number, int | np.integer) or number < 0:
+        raise ValidationError(
+            f"trial number must be an integer >= 0, got {number!r}", field="number"
+        )
+    number = int(number)
+    if number > _MAX_INT64:
+        raise NotFoundError(f"no trial {number}", details={"field": "number", "number": number})
+    return number
+
+
+def _check_page(offset: Any, limit: Any) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= _MAX_INT64:
+        raise ValidationError(f"offset must be an integer >= 0, got {offset!r}", field="offset")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise ValidationError(
+            f"limit must be an integer from 1 to {MAX_PAGE_LIMIT}, got {limit!r}", field="limit"
+        )
+
+
+def _study_state(state: Any) -> StudyState:
+    try:
+        return StudyState(state)
+    except ValueError:
+        raise ValidationError(
+            f"study state must be one of {[s.value for s in StudyState]}, got {state!r}",
+            field="state",
+        ) from None
+
+
+def _trial_state(state: Any) -> TrialState:
+    try:
+        return TrialState(state)
+    except ValueError:
+        raise ValidationError(
+            f"trial state must be one of {[s.value for s in TrialState]}, got {state!r}",
+            field="state",
+        ) from None
+
+
+def _finite(value: Any, *, field: str, what: str) -> float:
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+    if not ok:
+        raise ValidationError(f"{what} must be a finite number, got {value!r}", field=field)
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValidationError(f"{what} must be a finite number, got {x}", field=field)
+    return x
+
+
+def _check_values(row: Row[Any], values: Any) -> dict[str, float]:
+    """Every objective, only the study's metrics (objectives and constraint metrics), finite."""
+    objectives: dict[str, str] = row.study_objectives
+    constraints: dict[str, Any] = row.study_constraints
+    if not isinstance(values, Mapping):
+        raise ValidationError(
+            "values must be an object mapping metric names to numbers, e.g. "
+            f"{ {k: 0.0 for k in objectives} }",
+            field="values",
+        )
+    known = [*objectives, *constraints]
+    for k in values:
+        if k not in objectives and k not in constraints:
+            raise ValidationError(
+                f"unknown metric {k!r}: this study's metrics are {known}",
+                field=f"values.{k}",
+                details={"allowed": known},
+            )
+    for k in objectives:
+        if k not in values:
+            raise ValidationError(
+                f"objective {k!r} is missing; values must include every objective "
+                f"({list(objectives)})",
+                field=f"values.{k}",
+            )
+    return {
+        k: _finite(values[k], field=f"values.{k}", what=f"metric {k!r}")
+        for k in known
+        if k in values
+    }
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("metadata must be an object", field="metadata")
+    try:
+        text = json.dumps(dict(metadata), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValidationError(
+            f"metadata must be JSON (strings, finite numbers, lists, objects): {e}",
+            field="metadata",
+        ) from None
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValidationError(
+            f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes", field="metadata"
+        )
+    return json.loads(text)
+
+
+def _best_numbers(study: Study, rows: list[tuple[int, dict[str, Any]]]) -> list[int]:
+    """Numbers of the best feasible trial (one objective) or of the Pareto front."""
+    constraints = study.constraint_objects()
+    names = list(study.objectives)
+    signs = np.array([1.0 if study.objectives[k] == Direction.MINIMIZE else -1.0 for k in names])
+    feasible: list[tuple[int, np.ndarray]] = []
+    for number, values in rows:
+        if not all(k in values for k in names):
+            continue
+        if not all(k in values and c.satisfied(values[k]) for k, c in constraints.items()):
+            continue
+        feasible.append((number, signs * np.array([values[k] for k in names], dtype=float)))
+    if not feasible:
+        return []
+    if len(names) == 1:
+        return [min(feasible, key=lambda t: (t[1][0], t[0]))[0]]
+    # Pareto front (all objectives minimized after the sign flip). In lexicographic order a
+    # point can only be dominated by one before it, and if by any then by one on the front.
+    feasible.sort(key=lambda t: (tuple(t[1]), t[0]))
+    front: list[tuple[int, np.ndarray]] = []
+    for number, y in feasible:
+        if not any(np.all(f <= y) and np.any(f < y) for _, f in front):
+            front.append((number, y))
+    return sorted(n for n, _ in front)

@@ -1,0 +1,291 @@
+"""Engines, sessions and transactions for SQLite and PostgreSQL.
+
+``Database`` hands out one short transaction at a time through ``run(fn, write=...)``, which
+retries transient failures (a dropped connection, a serialization failure, a deadlock) with
+backoff and turns what is left into autotune errors, so no SQLAlchemy exception reaches callers.
+
+SQLite: WAL (readers never wait for the writer), ``busy_timeout``, foreign keys on, and writes
+serialized twice: a process-level lock per database file (threads queue in Python instead of
+spinning on SQLite's busy handler) and ``BEGIN IMMEDIATE`` (processes take the write lock at
+the start of a transaction, so a read-then-write transaction never fails to upgrade its lock
+with "database is locked").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from autotune.errors import AutotuneError, ConflictError, UnavailableError, ValidationError
+
+__all__ = ["Database", "normalize_url", "default_url", "DEFAULT_URL"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_URL = "sqlite:///autotune.db"
+# How long a SQLite writer waits for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Transient errors are retried this many times, backing off from RETRY_BASE_S doubling each time.
+MAX_RETRIES = 5
+RETRY_BASE_S = 0.02
+# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not available,
+# shutdown / crash, too many connections. Class 08 (connection exceptions) is retried too.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+_SQLITE_LOCKS: dict[str, threading.Lock] = {}
+_SQLITE_LOCKS_GUARD = threading.Lock()
+
+
+def default_url() -> str:
+    return os.environ.get("AUTOTUNE_DB") or DEFAULT_URL
+
+
+def normalize_url(url: str | URL | None) -> URL:
+    """Parse ``url`` (``None`` -> ``AUTOTUNE_DB`` or the default SQLite file).
+
+    ``postgresql://`` and ``postgres://`` use psycopg 3; other drivers are refused.
+    """
+    raw = default_url() if url is None else url
+    try:
+        u = make_url(raw)
+    except ArgumentError as e:
+        raise ValidationError(f"database URL {str(raw)!r} is not valid: {e}", field="db") from None
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return u.set(drivername="postgresql+psycopg")
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        return u.set(drivername="sqlite")
+    raise ValidationError(
+        f"unsupported database URL scheme {u.drivername!r}: use sqlite:///path.db or "
+        "postgresql://user@host/db",
+        field="db",
+    )
+
+
+def _sqlite_lock(database: str | None) -> threading.Lock:
+    key = (
+        os.path.realpath(database) if database and database != ":memory:" else f"mem:{id(object())}"
+    )
+    with _SQLITE_LOCKS_GUARD:
+        return _SQLITE_LOCKS.setdefault(key, threading.Lock())
+
+
+def _sqlite_engine(url: URL, *, immediate: bool, memory: bool) -> Engine:
+    kw: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if memory:
+        kw["poolclass"] = StaticPool
+    elif immediate:
+        # Writes are serialized by the process lock: one connection is all a writer needs.
+        kw.update(pool_size=1, max_overflow=4)
+    else:
+        kw.update(pool_size=4, max_overflow=16)
+    engine = create_engine(url, **kw)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (it would not BEGIN before a
+        # SELECT, nor IMMEDIATE); SQLAlchemy's begin event below emits our own BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                # Switching to WAL needs a moment of exclusive access; the busy timeout above
+                # covers other connections, a few retries cover first-open races.
+                for attempt in range(20):
+                    try:
+                        cur.execute("PRAGMA journal_mode = WAL")
+                        break
+                    except Exception as e:  # sqlite3.OperationalError: database is locked
+                        if "locked" not in str(e) or attempt == 19:
+                            raise
+                        time.sleep(0.05)
+                # FULL: an acknowledged observe survives a power cut, not only a crash.
+                cur.execute("PRAGMA synchronous = FULL")
+        finally:
+            cur.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The engines and transactions of one database URL. Thread-safe.
+
+    Args:
+        url: SQLAlchemy URL (see ``normalize_url``).
+        pool_size: PostgreSQL connections kept open per process.
+        max_overflow: extra PostgreSQL connections allowed under load.
+    """
+
+    def __init__(
+        self, url: str | URL | None = None, *, pool_size: int = 5, max_overflow: int = 20
+    ) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._write_lock: threading.Lock | None = None
+        if self.dialect == "sqlite":
+            memory = self.url.database in (None, "", ":memory:")
+            self._write_lock = _sqlite_lock(None if memory else self.url.database)
+            self.write_engine = _sqlite_engine(self.url, immediate=True, memory=memory)
+            # An in-memory database lives in one connection: reads share the writer's.
+            self.read_engine = (
+                self.write_engine
+                if memory
+                else _sqlite_engine(self.url, immediate=False, memory=False)
+            )
+            self._read_locked = memory
+        else:
+            self.write_engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_recycle=1800,
+            )
+            self.read_engine = self.write_engine
+            self._read_locked = False
+        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = (
+            self._write_sessions
+            if self.read_engine is self.write_engine
+            else sessionmaker(self.read_engine, expire_on_commit=False)
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold this process's SQLite write lock (no-op on PostgreSQL)."""
+        lock = self._write_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_S * 2):
+            raise UnavailableError(
+                "the SQLite database stayed busy with other writers; retry later",
+                details={"retry_after_s": 1},
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Session]:
+        """One transaction, committed at the end of the block, rolled back on error."""
+        locked = write or self._read_locked
+        sessions = self._write_sessions if write else self._read_sessions
+        with self.write_lock() if locked else _nullcontext(), sessions.begin() as session:
+            yield session
+
+    def run(self, fn: Callable[[Session, int], T], *, write: bool) -> T:
+        """Run ``fn(session, attempt)`` in one transaction, retrying transient failures.
+
+        ``fn`` must be safe to run again from the start (everything it did was rolled back);
+        ``attempt`` lets it recognise a retry after a commit whose outcome was unknown.
+        """
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                with self.transaction(write=write) as session:
+                    return fn(session, attempt)
+            except AutotuneError:
+                raise
+            except IntegrityError as e:
+                raise ConflictError(
+                    f"the change conflicts with stored data: {_short(e)}",
+                    details={"db_error": _short(e)},
+                ) from e
+            except (DBAPIError, DisconnectionError) as e:
+                if attempt < MAX_RETRIES and self._is_transient(e):
+                    delay = RETRY_BASE_S * 2**attempt * (0.5 + random.random())
+                    log.warning(
+                        "transient database error (retry %d in %.3fs): %s",
+                        attempt + 1,
+                        delay,
+                        _short(e),
+                    )
+                    time.sleep(delay)
+                    continue
+                if isinstance(e, (OperationalError, DisconnectionError)) or self._is_transient(e):
+                    raise UnavailableError(
+                        f"the database is unavailable: {_short(e)}",
+                        details={"db_error": _short(e)},
+                    ) from e
+                raise AutotuneError(f"database error: {_short(e)}") from e
+            except PoolTimeoutError as e:
+                raise UnavailableError(
+                    "no database connection became free in time; retry later",
+                    details={"db_error": _short(e)},
+                ) from e
+            except SQLAlchemyError as e:
+                raise AutotuneError(f"database error: {_short(e)}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _is_transient(self, e: Exception) -> bool:
+        if isinstance(e, DisconnectionError):
+            return True
+        if not isinstance(e, DBAPIError):
+            return False
+        if e.connection_invalidated:
+            return True
+        orig = e.orig
+        code = getattr(orig, "sqlstate", None)
+        if code and (code in _TRANSIENT_SQLSTATES or code.startswith("08")):
+            return True
+        if isinstance(e, OperationalError):
+            if self.is_sqlite:
+                msg = str(orig).lower()
+                return "locked" in msg or "busy" in msg
+            # psycopg reports connection failures without a SQLSTATE.
+            return code is None
+        return False
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
+
+
+def _short(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else e).strip().splitlines()
+    return text[0][:500] if text else type(e).__name__

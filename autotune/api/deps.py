@@ -16,13 +16,14 @@ __all__ = [
     "TrialNumberDep",
     "OffsetDep",
     "LimitDep",
-    "MAX_INT32",
+    "MAX_INT64",
     "MAX_PAGE",
 ]
 
-# Trial numbers, steps and offsets end up in integer columns; bounding them here turns an
-# absurd value into a 422 instead of a database overflow (a 500).
-MAX_INT32 = 2**31 - 1
+# Offsets end up in a 64-bit OFFSET; bounding them here turns an absurd value into a 422
+# instead of a database overflow. Trial numbers are left to the service, which answers "not
+# found" for any number no trial can have, as it does for the embedded client.
+MAX_INT64 = 2**63 - 1
 MAX_PAGE = 1000
 
 
@@ -43,8 +44,6 @@ def study_name(
 
 ServiceDep = Annotated[StudyService, Depends(get_service)]
 StudyNameDep = Annotated[str, Depends(study_name)]
-TrialNumberDep = Annotated[
-    int, Path(ge=0, le=MAX_INT32, description="Trial number within the study.")
-]
-OffsetDep = Annotated[int, Query(ge=0, le=MAX_INT32, description="Items to skip.")]
+TrialNumberDep = Annotated[int, Path(ge=0, description="Trial number within the study.")]
+OffsetDep = Annotated[int, Query(ge=0, le=MAX_INT64, description="Items to skip.")]
 LimitDep = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")]

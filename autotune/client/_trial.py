@@ -23,6 +23,9 @@ logger = logging.getLogger("autotune.client")
 HEARTBEAT_FRACTION = 1 / 3
 MIN_HEARTBEAT_S = 1.0
 
+# The service keeps a failure reason's first 10,000 characters; no point sending more.
+MAX_REASON_CHARS = 10_000
+
 Values = Mapping[str, float] | float | list[float] | tuple[float, ...]
 
 
@@ -106,6 +109,7 @@ class ActiveTrial:
 
     # -- used by StudyClient -----------------------------------------------------------------
     def _fail(self, reason: str) -> None:
+        reason = reason[:MAX_REASON_CHARS]
         try:
             self.trial = self._study.fail(self.number, reason)
         except Exception as e:  # the caller re-raises the original error

@@ -1,0 +1,724 @@
+"""The Dask runner: a study spec in, every Dask worker kept busy, trained and tuned models out.
+
+::
+
+    result = run_study("studies/xgb_breast_cancer.yaml", client=autotune.Client())
+
+The loop (one thread, in the caller's process):
+
+1. ship the tuning data (train and validation splits, never the test split) to every worker
+   once, with ``client.scatter(..., broadcast=True)``;
+2. ask the service for as many trials as there are free worker threads (running trials count as
+   pending there, so the designer does not propose them again) and submit one task per trial;
+3. take results in completion order (``distributed.as_completed``), ``observe`` each (or
+   ``fail`` it with its error), and refill the freed slot at once.
+
+On the worker, a trial opens its own connection to the service (``autotune.Client(url)`` for a
+server, ``autotune.Client(db=url)`` for an embedded database file, which is safe across
+processes), reports intermediate values through it, sends heartbeats from a small thread, and
+writes its model under ``artifacts_dir/<study>/<trial>/``; the path and checksum go into the
+trial's metadata.
+
+Faults. A worker process that dies mid-trial: the scheduler runs the task on another worker, up to
+``max_attempts`` times in all on the embedded cluster (``distributed.scheduler
+.allowed-failures``), and the trial is failed with ``KilledWorker`` after that; the budget still
+completes because a failed trial counts against it. A trainer that raises: the trial is failed with
+``"<ExceptionType>: <message>"``. The service unreachable (a restart): the runner retries its
+calls for ``reconnect_timeout_s`` and the workers keep training. Running the same spec again
+resumes: the study is loaded, trials left running by an interrupted run are run again under
+their own numbers, and only the remaining budget is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from autotune.errors import (
+    NotFoundError,
+    StudyNotActiveError,
+    TrialFinishedError,
+    UnavailableError,
+    ValidationError,
+)
+from autotune.models import Trial, TrialState
+from trainers._base import Reporter, TrainData, Trainer, TrainResult
+from trainers.spec import RunSpec, load_spec
+
+__all__ = ["run_study", "RunResult", "TrialOutcome", "service_address"]
+
+logger = logging.getLogger("trainers.runner")
+
+T = TypeVar("T")
+
+DEFAULT_ARTIFACTS_DIR = "autotune-artifacts"
+# A heartbeat every grace/3 survives two lost beats; never more often than once a second.
+_HEARTBEAT_FRACTION = 1 / 3
+_MIN_HEARTBEAT_S = 1.0
+_FAILURE_REASON_CHARS = 2_000
+_FINISHED = (TrialState.COMPLETED, TrialState.FAILED, TrialState.PRUNED)
+
+
+@dataclass
+class TrialOutcome:
+    """What a worker returns for one trial (small: the model itself stays on disk)."""
+
+    number: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    artifact: dict[str, Any] | None = None
+    steps: int = 0
+    stopped: bool = False
+    duration_s: float = 0.0
+    worker: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one ``run_study`` call.
+
+    Attributes:
+        study: the study's name.
+        completed, failed, pruned: counts over the whole study (all runs), at the end.
+        ran: outcomes of the trials this call ran, in completion order.
+        best: the best trial so far (None when nothing completed or several objectives).
+        elapsed_s: wall time of this call.
+        dashboard: the Dask dashboard address.
+    """
+
+    study: str
+    completed: int
+    failed: int
+    pruned: int
+    ran: list[TrialOutcome]
+    best: Trial | None
+    elapsed_s: float
+    dashboard: str | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return self.completed + self.failed + self.pruned
+
+
+# ------------------------------------------------------------------------------------------------
+# The worker side
+
+
+@dataclass(frozen=True)
+class _TrialTask:
+    study: str
+    number: int
+    params: dict[str, Any]
+    trainer: Trainer
+    metric: str
+    seed: int
+    cv_folds: int | None
+    service: str
+    artifacts_dir: str
+    heartbeat_s: float | None
+
+
+_CLIENTS: dict[str, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _connect(address: str) -> Any:
+    """One autotune client per worker process and service address (opening one is not free)."""
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(address)
+        if client is None:
+            import autotune
+
+            if address.startswith(("http://", "https://")):
+                client = autotune.Client(address)
+            else:
+                client = autotune.Client(db=address)
+            _CLIENTS[address] = client
+        return client
+
+
+class _ServiceReporter:
+    """Sends reports from a thread, so training never waits for the service.
+
+    ``report`` hands the value to the sender thread and returns the latest ``should_stop`` the
+    service gave (a stop arrives at most one round trip late). When training produces values
+    faster than the service takes them (a boosting round of a millisecond against a database
+    commit of several), the newest value replaces one not yet sent: the stored curve is thinned,
+    never delayed, and the last value is always sent. The stoppers read curves with gaps
+    (``Curve.value_at_or_after``, ``best_up_to``). An unreachable service (a restart) does not
+    stop training: the value is logged and dropped, and the next one tries again.
+    """
+
+    def __init__(self, study: Any, number: int) -> None:
+        self.study = study
+        self.number = number
+        self.should_stop = False
+        self.finished = False  # the service says the trial is over (pruned, failed, abandoned)
+        self.sent = 0
+        self._pending: tuple[int, float] | None = None
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._send, name=f"report-{number}", daemon=True)
+        self._thread.start()
+
+    def report(self, step: int, value: float) -> bool:
+        if math.isfinite(value) and not self.finished:
+            with self._cond:
+                self._pending = (int(step), float(value))
+                self._cond.notify()
+        return self.should_stop
+
+    def _send(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closing:
+                    self._cond.wait()
+                item, self._pending = self._pending, None
+                if item is None:  # closing and nothing left
+                    return
+            if self.finished:
+                continue
+            step, value = item
+            try:
+                if self.study.report(self.number, step, value):
+                    self.should_stop = True
+                self.sent += 1
+            except TrialFinishedError:
+                self.finished = self.should_stop = True
+            except Exception as e:  # a restarting service: keep training, try the next one
+                logger.warning("report of trial %d step %d failed: %s", self.number, step, e)
+
+    def close(self) -> None:
+        """Send the last value, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+
+class _Heartbeat:
+    def __init__(self, study: Any, number: int, interval: float | None) -> None:
+        self.study, self.number, self.interval = study, number, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{number}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            try:
+                self.study.heartbeat(self.number)
+            except (TrialFinishedError, NotFoundError):
+                return
+            except Exception as e:  # a restarting service: the next beat tries again
+                logger.warning("heartbeat of trial %d failed: %s", self.number, e)
+
+
+def _fit(task: _TrialTask, data: TrainData, reporter: Reporter) -> TrainResult:
+    if task.cv_folds:
+        from trainers.cv import cross_validate
+
+        return cross_validate(
+            task.trainer,
+            task.params,
+            data,
+            folds=task.cv_folds,
+            reporter=reporter,
+            metric=task.metric,
+            seed=task.seed,
+        )
+    return task.trainer.fit(
+        task.params, data, reporter=reporter, metric=task.metric, seed=task.seed
+    )
+
+
+def _write_artifact(task: _TrialTask, result: TrainResult) -> dict[str, Any] | None:
+    art = result.artifact
+    if art is None:
+        return None
+    folder = Path(task.artifacts_dir) / task.study / str(task.number)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / art.filename
+    tmp = path.with_name(f".{art.filename}.{uuid.uuid4().hex}")
+    tmp.write_bytes(art.data)
+    os.replace(tmp, path)  # atomic: a retried attempt never leaves half a file
+    return {
+        "path": str(path),
+        "format": art.format,
+        "sha256": hashlib.sha256(art.data).hexdigest(),
+        "bytes": len(art.data),
+    }
+
+
+def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
+    """Run one trial on a worker. Never raises for a trainer's error: it comes back as text."""
+    start = time.perf_counter()
+    try:
+        from distributed import get_worker
+
+        worker = get_worker().address
+    except (ImportError, ValueError):
+        worker = "local"
+    study = _connect(task.service).get_study(task.study)
+    reporter = _ServiceReporter(study, task.number)
+    try:
+        with _Heartbeat(study, task.number, task.heartbeat_s):
+            try:
+                result = _fit(task, data, reporter)
+            finally:
+                reporter.close()
+            artifact = _write_artifact(task, result)
+    except Exception as e:
+        return TrialOutcome(
+            number=task.number,
+            error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS],
+            duration_s=time.perf_counter() - start,
+            worker=worker,
+        )
+    return TrialOutcome(
+        number=task.number,
+        metrics=result.metrics,
+        artifact=artifact,
+        steps=result.steps,
+        stopped=result.stopped or reporter.finished,
+        duration_s=time.perf_counter() - start,
+        worker=worker,
+        info={**result.info, "reports_sent": reporter.sent},
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The runner side
+
+
+def service_address(client: Any) -> str:
+    """The address a worker process uses to reach the same service as ``client``.
+
+    An HTTP client's base URL, or the embedded service's database URL (password included, a
+    relative SQLite path made absolute). An in-memory SQLite database cannot be shared.
+    """
+    transport = client.transport
+    url = getattr(transport, "url", None)
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return url
+    service = getattr(transport, "service", None)
+    if service is None:
+        raise ValidationError(f"cannot tell which service {client!r} talks to", field="client")
+    from sqlalchemy.engine import make_url
+
+    db = getattr(service, "db", None)
+    raw = getattr(db, "url", None) or service.url
+    sa_url = make_url(raw) if isinstance(raw, str) else raw
+    if sa_url.get_backend_name() == "sqlite":
+        database = sa_url.database
+        if not database or database == ":memory:" or database.startswith("file::memory:"):
+            raise ValidationError(
+                "an in-memory SQLite database cannot be shared with Dask workers; use a file "
+                "(Client(db='sqlite:///autotune.db')) or a server URL",
+                field="client",
+            )
+        sa_url = sa_url.set(database=str(Path(database).expanduser().resolve()))
+    return sa_url.render_as_string(hide_password=False)
+
+
+def _with_retry(call: Callable[[], T], *, what: str, timeout_s: float) -> T:
+    """Retry a service call while the service is unreachable, for up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return call()
+        except UnavailableError as e:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("%s: service unavailable (%s); retrying in %.1f s", what, e, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class _Progress:
+    def __init__(self, name: str, total: int, metric: str, maximize: bool, enabled: bool) -> None:
+        self.name, self.total, self.metric, self.maximize = name, total, metric, maximize
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.done = self.failed = 0
+        self.best: tuple[float, int] | None = None
+        self.tty = enabled and sys.stderr.isatty()
+
+    def update(self, outcome: TrialOutcome, values: Mapping[str, float] | None) -> None:
+        self.done += 1
+        if values is None:
+            self.failed += 1
+        elif self.metric in values:
+            v = values[self.metric]
+            if self.best is None or (v > self.best[0] if self.maximize else v < self.best[0]):
+                self.best = (v, outcome.number)
+        if not self.enabled:
+            return
+        width = 20
+        filled = int(width * min(self.done, self.total) / max(self.total, 1))
+        best = f"{self.metric} {self.best[0]:.5g} (#{self.best[1]})" if self.best else "-"
+        line = (
+            f"[{self.name}] [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"trials ({self.failed} failed) | best {best} | {time.perf_counter() - self.start:.1f} s"
+        )
+        if self.tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr, flush=True)
+
+
+def _start_dask(
+    *, workers: int | None, scheduler: str | None, max_attempts: int
+) -> tuple[Any, Any]:
+    """(dask client, cluster we own or None)."""
+    import dask
+    from distributed import Client as DaskClient
+    from distributed import LocalCluster
+
+    if scheduler is not None:
+        return DaskClient(scheduler), None
+    n = workers or os.cpu_count() or 1
+    # The scheduler runs in this process, so the config reaches it: a task whose worker died this
+    # many times is given up as KilledWorker instead of being tried again.
+    with dask.config.set({"distributed.scheduler.allowed-failures": max(0, max_attempts - 1)}):
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+    return DaskClient(cluster), cluster
+
+
+def run_study(
+    spec: RunSpec | str | os.PathLike[str],
+    *,
+    client: Any = None,
+    n_trials: int | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    artifacts_dir: str | os.PathLike[str] = DEFAULT_ARTIFACTS_DIR,
+    max_attempts: int = 3,
+    reconnect_timeout_s: float = 120.0,
+    dask_client: Any = None,
+) -> RunResult:
+    """Run a study spec on a Dask cluster until its budget is spent.
+
+    Args:
+        spec: a validated ``RunSpec`` or the path of a YAML spec.
+        client: an ``autotune.Client``, a server URL (``http://...``), a database URL, or None
+            for the embedded default (``AUTOTUNE_DB`` or ``sqlite:///autotune.db``).
+        n_trials: the study's total budget; None -> the spec's ``max_trials``. A study created
+            before keeps its stored ``max_trials``, which also caps this.
+        workers: worker processes of the embedded LocalCluster; None -> the spec's ``workers``,
+            else one per core. Ignored with ``scheduler`` or ``dask_client``.
+        scheduler: ``tcp://host:8786`` of an existing Dask cluster (``artifacts_dir`` must then be
+            a path every worker can write to).
+        progress: print a progress line (trials done, best so far, elapsed) and the dashboard.
+        artifacts_dir: models go to ``<artifacts_dir>/<study>/<trial>/<file>``.
+        max_attempts: on the embedded cluster, how many workers may die running one trial
+            before it is failed.
+        reconnect_timeout_s: how long to keep retrying while the service is unreachable.
+        dask_client: an existing ``distributed.Client`` to use (not closed here).
+
+    Returns:
+        A ``RunResult``: counts over the study, this call's outcomes, the best trial.
+
+    Raises:
+        ValidationError: a bad spec (naming its file and key) or service settings.
+    """
+    import autotune
+
+    start = time.perf_counter()
+    if not isinstance(spec, RunSpec):
+        spec = load_spec(spec)
+    own_client = not hasattr(client, "create_study")
+    if own_client:
+        client = autotune.Client(client) if client is not None else autotune.Client()
+    try:
+        address = service_address(client)
+        budget = n_trials or spec.max_trials
+        splits = spec.load_splits()  # loads and checks the data before any cluster starts
+        trainer = spec.make_trainer()
+        try:
+            study = _with_retry(
+                lambda: client.create_study(
+                    **spec.study_kwargs(max_trials=budget), load_if_exists=True
+                ),
+                what="create_study",
+                timeout_s=reconnect_timeout_s,
+            )
+        except ValidationError as e:  # the service refused the spec: name the file
+            raise ValidationError(f"{spec.source}: {e.message}", details=e.details) from None
+        info = study.info
+        if info.max_trials is not None and info.max_trials < budget:
+            logger.warning(
+                "study %r was created with max_trials=%d; running up to that, not %d",
+                spec.name,
+                info.max_trials,
+                budget,
+            )
+            budget = info.max_trials
+        grace = info.heartbeat_grace_s
+        heartbeat_s = max(_MIN_HEARTBEAT_S, grace * _HEARTBEAT_FRACTION) if grace else None
+
+        existing = _with_retry(study.trials, what="trials", timeout_s=reconnect_timeout_s)
+        n_finished = sum(t.state in _FINISHED for t in existing)
+        orphans = [t for t in existing if t.state == TrialState.RUNNING]
+        if n_finished >= budget and not orphans:
+            if progress:
+                print(
+                    f"[{spec.name}] nothing to do: {n_finished} of {budget} trials finished",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return _result(spec, study, [], start, None, reconnect_timeout_s)
+        if dask_client is not None:
+            dask, cluster = dask_client, None
+        else:
+            dask, cluster = _start_dask(
+                workers=workers or spec.workers,
+                scheduler=scheduler,
+                max_attempts=max_attempts,
+            )
+        try:
+            return _loop(
+                spec=spec,
+                study=study,
+                dask=dask,
+                trainer=trainer,
+                data=splits.tuning_data(),
+                address=address,
+                budget=budget,
+                artifacts_dir=str(Path(artifacts_dir).expanduser().resolve()),
+                heartbeat_s=heartbeat_s,
+                progress=progress,
+                reconnect_timeout_s=reconnect_timeout_s,
+                start=start,
+                n_finished=n_finished,
+                orphans=orphans,
+            )
+        finally:
+            if dask_client is None:
+                dask.close()
+                if cluster is not None:
+                    cluster.close()
+    finally:
+        if own_client:
+            client.close()
+
+
+def _loop(
+    *,
+    spec: RunSpec,
+    study: Any,
+    dask: Any,
+    trainer: Trainer,
+    data: TrainData,
+    address: str,
+    budget: int,
+    artifacts_dir: str,
+    heartbeat_s: float | None,
+    progress: bool,
+    reconnect_timeout_s: float,
+    start: float,
+    n_finished: int,
+    orphans: list[Trial],
+) -> RunResult:
+    from distributed import as_completed
+
+    def call(fn: Callable[[], T], what: str) -> T:
+        return _with_retry(fn, what=what, timeout_s=reconnect_timeout_s)
+
+    metric = spec.primary_metric
+    reported = [*spec.objectives, *spec.constraints]
+    dashboard = getattr(dask, "dashboard_link", None)
+    if progress:
+        print(f"[{spec.name}] Dask dashboard: {dashboard}", file=sys.stderr, flush=True)
+        if n_finished or orphans:
+            print(
+                f"[{spec.name}] resuming: {n_finished} of {budget} trials finished"
+                + (f", re-running {len(orphans)} left running" if orphans else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+    bar = _Progress(
+        spec.name, budget, metric, spec.objectives[metric].value == "maximize", progress
+    )
+    bar.done = n_finished
+
+    # The one copy of the data on every worker; each task gets a reference to it.
+    data_ref = dask.scatter(data, broadcast=True, hash=False)
+    fixed = spec.trainer.params
+
+    def submit(trial: Trial) -> Any:
+        task = _TrialTask(
+            study=spec.name,
+            number=trial.number,
+            params={**fixed, **trial.params},
+            trainer=trainer,
+            metric=metric,
+            seed=spec.seed + trial.number,
+            cv_folds=spec.cv_folds,
+            service=address,
+            artifacts_dir=artifacts_dir,
+            heartbeat_s=heartbeat_s,
+        )
+        key = f"trial-{spec.name}-{trial.number}-{uuid.uuid4().hex[:8]}"
+        return dask.submit(run_trial, task, data_ref, key=key, pure=False)
+
+    running: dict[Any, int] = {}  # future -> trial number
+    done = as_completed()
+    for t in orphans:  # an interrupted run's trials: run them again under their numbers
+        fut = submit(t)
+        running[fut] = t.number
+        done.add(fut)
+    ran: list[TrialOutcome] = []
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal exhausted
+        if exhausted:
+            return
+        slots = sum(dask.nthreads().values()) or 1
+        want = min(slots - len(running), budget - n_finished - len(running))
+        if want <= 0:
+            return
+        try:
+            trials = call(lambda: study.suggest(want), "suggest")
+        except StudyNotActiveError:  # paused or completed by someone else: finish what runs
+            trials = []
+        # The service's budget counts running trials, so an empty answer is final.
+        exhausted = not trials
+        for t in trials:
+            fut = submit(t)
+            running[fut] = t.number
+            done.add(fut)
+
+    fill()
+    while running:
+        fut = next(done)
+        number = running.pop(fut)
+        outcome = _outcome_of(fut, number)
+        values = _record(study, outcome, reported, call)
+        n_finished += 1
+        ran.append(outcome)
+        bar.update(outcome, values)
+        fill()
+    bar.close()
+
+    result = _result(spec, study, ran, start, dashboard, reconnect_timeout_s)
+    best = result.best
+    if progress:
+        best_text = f"best {metric} {best.values[metric]:.6g} (trial {best.number})" if best else ""
+        print(
+            f"[{spec.name}] done: {result.completed} completed, {result.failed} failed, "
+            f"{result.pruned} pruned in {result.elapsed_s:.1f} s; {best_text}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return result
+
+
+def _result(
+    spec: RunSpec,
+    study: Any,
+    ran: list[TrialOutcome],
+    start: float,
+    dashboard: str | None,
+    reconnect_timeout_s: float,
+) -> RunResult:
+    counts = dict.fromkeys(_FINISHED, 0)
+    for t in _with_retry(study.trials, what="trials", timeout_s=reconnect_timeout_s):
+        if t.state in counts:
+            counts[t.state] += 1
+    best: Trial | None = None
+    if len(spec.objectives) == 1:
+        found = _with_retry(lambda: study.best_trials, what="best", timeout_s=reconnect_timeout_s)
+        best = found[0] if found else None
+    return RunResult(
+        study=spec.name,
+        completed=counts[TrialState.COMPLETED],
+        failed=counts[TrialState.FAILED],
+        pruned=counts[TrialState.PRUNED],
+        ran=ran,
+        best=best,
+        elapsed_s=time.perf_counter() - start,
+        dashboard=dashboard,
+    )
+
+
+def _outcome_of(fut: Any, number: int) -> TrialOutcome:
+    """The worker's outcome, or a failed one when the task itself could not finish."""
+    try:
+        return fut.result()
+    except Exception as e:  # KilledWorker (its workers kept dying), a cancelled task, ...
+        return TrialOutcome(number=number, error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS])
+    finally:
+        fut.release()
+
+
+def _record(
+    study: Any,
+    outcome: TrialOutcome,
+    reported: list[str],
+    call: Callable[[Callable[[], Any], str], Any],
+) -> dict[str, float] | None:
+    """Observe or fail the trial; returns the values observed, or None when it failed."""
+    number = outcome.number
+    if outcome.error is None:
+        values = {k: outcome.metrics[k] for k in reported if k in outcome.metrics}
+        bad = [k for k in reported if not math.isfinite(values.get(k, math.nan))]
+        if bad:
+            outcome.error = f"metric(s) {bad} missing or not finite: {outcome.metrics}"
+    if outcome.error is not None:
+        # TrialFinishedError: finished meanwhile (a retried request that had been applied).
+        with contextlib.suppress(TrialFinishedError):
+            call(lambda: study.fail(number, outcome.error or ""), f"fail trial {number}")
+        logger.warning("trial %d failed: %s", number, outcome.error)
+        return None
+    metadata = {
+        "metrics": {k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
+        "steps": outcome.steps,
+        "stopped": outcome.stopped,
+        "duration_s": round(outcome.duration_s, 4),
+        "worker": outcome.worker,
+    }
+    if outcome.artifact is not None:
+        metadata["artifact"] = outcome.artifact
+    if outcome.info:
+        metadata["trainer_info"] = outcome.info
+    try:
+        call(
+            lambda: study.observe(number, values, metadata=metadata),
+            f"observe trial {number}",
+        )
+    except TrialFinishedError as e:  # pruned by the service meanwhile, or a lost acknowledgement
+        logger.info("trial %d was already finished: %s", number, e)
+    return values

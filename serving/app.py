@@ -1,0 +1,252 @@
+"""Mounting the model server: into the main API app, or as a serving-only app.
+
+``create_serving_app`` builds a FastAPI app with the model server alone (``autotune serve-models``,
+scaled out behind a load balancer with ``serving_only=True``: predict and read routes, no
+registration or alias moves). ``install_serving`` mounts the same routers into another app (the
+composition root, ``autotune.api.app.create_app``), whose lifespan must enter
+``serving_lifespan(server)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import autotune
+from autotune.errors import AutotuneError, ValidationError
+from serving.batching import BatchingConfig
+from serving.loaders import DEFAULT_SKOPS_TRUSTED_TYPES, LoaderOptions
+from serving.registry import ModelRegistry
+from serving.server import (
+    FeatureResolver,
+    ModelServer,
+    ServerConfig,
+    admin_router,
+    metrics_router,
+    oip_router,
+    v1_router,
+)
+
+__all__ = [
+    "create_serving_app",
+    "install_serving",
+    "serving_lifespan",
+    "build_model_server",
+    "ServingSettings",
+    "app_from_env",
+]
+
+log = logging.getLogger("autotune.serving")
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    v = os.environ.get(name)
+    return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Everything ``serve-models`` can set; ``from_env`` reads ``AUTOTUNE_*`` variables so that
+    each uvicorn worker process builds the same server."""
+
+    db_url: str | None = None
+    artifact_dir: str | None = None
+    serving_only: bool = False
+    config: ServerConfig = field(default_factory=ServerConfig)
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        e = os.environ
+        batching = BatchingConfig(
+            enabled=_env_bool("AUTOTUNE_SERVING_BATCHING", True),
+            max_batch_size=int(e.get("AUTOTUNE_SERVING_MAX_BATCH", 256)),
+            max_wait_ms=float(e.get("AUTOTUNE_SERVING_MAX_WAIT_MS", 0.5)),
+            max_queue=int(e.get("AUTOTUNE_SERVING_MAX_QUEUE", 1024)),
+        )
+        trusted = e.get("AUTOTUNE_SKOPS_TRUSTED_TYPES")
+        loader = LoaderOptions(
+            skops_trusted_types=tuple(t for t in trusted.split(",") if t)
+            if trusted is not None
+            else DEFAULT_SKOPS_TRUSTED_TYPES
+        )
+        roots = e.get("AUTOTUNE_MODEL_IMPORT_ROOTS")
+        config = ServerConfig(
+            poll_interval_s=float(e.get("AUTOTUNE_SERVING_POLL_S", 1.0)),
+            batching=batching,
+            loader=loader,
+            log_sample_rate=float(e.get("AUTOTUNE_SERVING_LOG_SAMPLE", 0.0)),
+            import_roots=tuple(roots.split(os.pathsep)) if roots else ("autotune-artifacts",),
+        )
+        return cls(
+            db_url=e.get("AUTOTUNE_DB") or None,
+            artifact_dir=e.get("AUTOTUNE_MODEL_STORE") or None,
+            serving_only=_env_bool("AUTOTUNE_SERVING_ONLY", False),
+            config=config,
+        )
+
+
+def build_model_server(
+    *,
+    db_url: str | None = None,
+    artifact_dir: str | None = None,
+    config: ServerConfig | None = None,
+    resolver: FeatureResolver | None = None,
+    migrate: bool = True,
+) -> ModelServer:
+    """A model server over the registry in ``db_url`` (the studies' database)."""
+    registry = ModelRegistry(db_url, store=artifact_dir, migrate=migrate)
+    return ModelServer(registry, config, resolver=resolver)
+
+
+@asynccontextmanager
+async def serving_lifespan(server: ModelServer) -> AsyncIterator[None]:
+    """Start the server (read aliases, preload their versions, start polling); close at exit."""
+    await asyncio.to_thread(server.start)
+    try:
+        yield
+    finally:
+        server.close()
+        server.registry.close()
+
+
+def install_serving(
+    app: FastAPI, server: ModelServer, *, api_prefix: str = "/v1", admin: bool = True
+) -> None:
+    """Mount the model server's routers on ``app``.
+
+    Args:
+        app: the app (its lifespan must enter ``serving_lifespan(server)``).
+        server: the model server.
+        api_prefix: where the /v1 model routes go.
+        admin: include registration and alias moves (off for serving-only replicas).
+    """
+    app.state.model_server = server
+    app.include_router(oip_router)
+    app.include_router(metrics_router)
+    app.include_router(v1_router, prefix=api_prefix)
+    if admin:
+        app.include_router(admin_router, prefix=api_prefix)
+
+
+def create_serving_app(
+    *,
+    db_url: str | None = None,
+    artifact_dir: str | None = None,
+    serving_only: bool = False,
+    config: ServerConfig | None = None,
+    resolver: FeatureResolver | None = None,
+    server: ModelServer | None = None,
+) -> FastAPI:
+    """The model server as an app of its own.
+
+    Args:
+        db_url: the registry's (studies') database; ``None``: ``AUTOTUNE_DB`` or the default.
+        artifact_dir: the artifact store; ``None``: ``AUTOTUNE_MODEL_STORE`` or the default.
+        serving_only: predict and read routes only, and no schema migration (replicas).
+        config: server settings.
+        resolver: entity -> features resolver (feature store).
+        server: serve this one instead of building one (the app still closes it).
+    """
+    srv = server or build_model_server(
+        db_url=db_url,
+        artifact_dir=artifact_dir,
+        config=config,
+        resolver=resolver,
+        migrate=not serving_only,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with serving_lifespan(srv):
+            yield
+
+    app = FastAPI(
+        title="AutoTune model server",
+        version=autotune.__version__,
+        description="Open Inference Protocol (/v2) and AutoTune's model routes (/v1). Every "
+        'error is {"error": {"code", "message", "details"}}.',
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_serving(app, srv, admin=not serving_only)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``serving.app:app_from_env``) for several worker processes."""
+    s = ServingSettings.from_env()
+    return create_serving_app(
+        db_url=s.db_url, artifact_dir=s.artifact_dir, serving_only=s.serving_only, config=s.config
+    )
+
+
+# ------------------------------------------------------------------------------ error handlers
+# The serving-only app's own small handler set, with the same body shape as the main API's
+# (which installs its own when the routers are mounted there).
+
+
+def _payload(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+async def _autotune_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AutotuneError)
+    headers = {"retry-after": "1"} if exc.retryable else None
+    return JSONResponse(exc.to_payload(), status_code=exc.status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
+    loc = first["loc"]
+    field_ = ".".join(loc[1:] if len(loc) > 1 else loc)
+    err = ValidationError(
+        f"{'.'.join(loc)}: {first['msg']}", field=field_ or "body", details={"errors": errors}
+    )
+    return JSONResponse(err.to_payload(), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        body = _payload(
+            "not_found", f"no route {request.method} {request.url.path}", {"path": request.url.path}
+        )
+    elif exc.status_code == 405:
+        body = _payload(
+            "method_not_allowed",
+            f"method {request.method} is not allowed on {request.url.path}",
+            {"path": request.url.path},
+        )
+    else:
+        body = _payload("error", str(exc.detail), {})
+    return JSONResponse(body, status_code=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        _payload("internal", "internal server error; the server log has the details", {}),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AutotuneError, _autotune_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

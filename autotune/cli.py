@@ -37,11 +37,13 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except AutotuneError as e:
-            raise _Failure(f"{e.code}: {e}") from None
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise _Failure(f"{e.code}: {first}") from None
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as e:
-            raise _Failure(f"{type(e).__name__}: {e}") from None
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise _Failure(f"{type(e).__name__}: {first}") from None
 
 
 class _Failure(click.ClickException):

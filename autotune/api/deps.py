@@ -38,7 +38,10 @@ def study_name(
     # A name that no study can have is simply not found: the same answer the embedded client
     # gets from the service, and no odd bytes (NUL) ever reach the database.
     if not STUDY_NAME_PATTERN.match(study):
-        raise NotFoundError(f"study {study!r} not found", details={"study": study})
+        raise NotFoundError(
+            f"no study named {study!r}; list the studies to see their names",
+            details={"field": "name", "study": study},
+        )
     return study
 
 

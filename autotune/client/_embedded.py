@@ -6,16 +6,46 @@ The service (and with it SQLAlchemy) is imported only when an embedded client is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autotune.client._base import Listing, QueuedConfig
+from autotune.errors import UnavailableError, ValidationError
 from autotune.models import Study, StudyState, Trial, TrialState
 
 if TYPE_CHECKING:
     from autotune.service import StudyService
 
 __all__ = ["EmbeddedTransport"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _database_errors(fn: F) -> F:
+    """Raise what the HTTP transport raises when the database fails: the REST API answers a
+    busy or unreachable database with 503 (UnavailableError) and a refused value with 422."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy import exc as sa_exc
+
+        try:
+            return fn(*args, **kwargs)
+        except (sa_exc.OperationalError, sa_exc.TimeoutError) as e:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise UnavailableError(
+                f"the database is busy or unreachable: {reason}",
+                details={"reason": type(e).__name__},
+            ) from e
+        except sa_exc.DataError as e:
+            raise ValidationError(
+                "the database refused a value (out of range or bad characters)",
+                field="body",
+                details={"reason": type(e).__name__},
+            ) from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 class EmbeddedTransport:
@@ -24,6 +54,7 @@ class EmbeddedTransport:
     service: use this service instead of building one (the caller closes it).
     """
 
+    @_database_errors
     def __init__(self, db: str | None = None, *, service: StudyService | None = None) -> None:
         if service is None:
             from autotune.service import StudyService
@@ -41,25 +72,32 @@ class EmbeddedTransport:
         if self._owned:
             self.service.close()
 
+    @_database_errors
     def create_study(self, spec: Mapping[str, Any]) -> Study:
         return self.service.create_study(spec)
 
+    @_database_errors
     def get_study(self, name: str) -> Study:
         return self.service.get_study(name)
 
+    @_database_errors
     def list_studies(self, *, state: StudyState | None, offset: int, limit: int) -> Listing[Study]:
         page = self.service.list_studies(state=state, offset=offset, limit=limit)
         return Listing(items=list(page.items), total=page.total)
 
+    @_database_errors
     def set_study_state(self, name: str, state: StudyState) -> Study:
         return self.service.set_study_state(name, state)
 
+    @_database_errors
     def delete_study(self, name: str) -> None:
         self.service.delete_study(name)
 
+    @_database_errors
     def suggest(self, name: str, *, count: int, client_id: str | None) -> list[Trial]:
         return list(self.service.suggest(name, count=count, client_id=client_id).trials)
 
+    @_database_errors
     def observe(
         self,
         name: str,
@@ -70,27 +108,34 @@ class EmbeddedTransport:
     ) -> Trial:
         return self.service.observe(name, number, values, metadata=metadata)
 
+    @_database_errors
     def report(self, name: str, number: int, *, step: int, value: float) -> bool:
         return self.service.report(name, number, step=step, value=value).should_stop
 
+    @_database_errors
     def fail(self, name: str, number: int, *, reason: str) -> Trial:
         return self.service.fail(name, number, reason=reason)
 
+    @_database_errors
     def heartbeat(self, name: str, number: int) -> Trial:
         return self.service.heartbeat(name, number)
 
+    @_database_errors
     def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig:
         queued = self.service.enqueue(name, params)
         return QueuedConfig(id=queued.id, params=dict(queued.params))
 
+    @_database_errors
     def get_trial(self, name: str, number: int) -> Trial:
         return self.service.get_trial(name, number)
 
+    @_database_errors
     def list_trials(
         self, name: str, *, state: TrialState | None, offset: int, limit: int
     ) -> Listing[Trial]:
         page = self.service.list_trials(name, state=state, offset=offset, limit=limit)
         return Listing(items=list(page.items), total=page.total)
 
+    @_database_errors
     def best_trials(self, name: str) -> list[Trial]:
         return list(self.service.best_trials(name))

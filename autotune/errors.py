@@ -58,7 +58,8 @@ class ValidationError(AutotuneError, ValueError):
         if field is not None:
             merged.setdefault("field", field)
         super().__init__(message, details=merged)
-        self.field = field
+        # Rebuilt from an HTTP error body, the field arrives in details only.
+        self.field = field if field is not None else merged.get("field")
 
 
 class NotFoundError(AutotuneError, KeyError):

@@ -196,7 +196,12 @@ class StudyService:
         seed = spec.seed if spec.seed is not None else secrets.randbits(63)
         space = spec.search_space().to_json()
 
-        def work(s: Session, _attempt: int) -> Study:
+        def work(s: Session, attempt: int) -> Study:
+            if attempt:
+                # A retry after a commit whose acknowledgement was lost: our own study is there.
+                mine = s.scalars(select(StudyRow).where(StudyRow.name == spec.name)).one_or_none()
+                if mine is not None and mine.seed == seed and mine.space == space:
+                    return _study(mine)
             now = self._now()
             row = StudyRow(
                 name=spec.name,
@@ -426,7 +431,7 @@ class StudyService:
         designer_name = study.designer_info.get("designer")
         if len(configs) < count:
             n_new = count - len(configs)
-            designer = self._designer(sid, study.algorithm)
+            designer = self._designer((sid, study.created_at, study.algorithm))
             from autotune.designers import Problem
 
             space = study.search_space()
@@ -879,10 +884,12 @@ class StudyService:
         inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []
         return _trial(row, intermediate=inter, **changes)
 
-    def _designer(self, study_id: int, algorithm: str) -> Any:
+    def _designer(self, key: tuple[int, datetime, str]) -> Any:
+        """The study's designer instance (it may cache work between calls). Keyed by creation
+        time too: SQLite may reuse a deleted study's id."""
         from autotune.designers import make_designer
 
-        key = (study_id, algorithm)
+        algorithm = key[2]
         with self._designers_lock:
             designer = self._designers.get(key)
             if designer is not None:
@@ -931,12 +938,15 @@ class _Chain(Sequence[T]):
 
     def __init__(self, a: Sequence[T], b: Sequence[T]) -> None:
         self._a, self._b = a, b
+        self._items: list[T] | None = None
 
     def __len__(self) -> int:
         return len(self._a) + len(self._b)
 
     def __getitem__(self, i: Any) -> Any:
-        return [*self._a, *self._b][i]
+        if self._items is None:
+            self._items = [*self._a, *self._b]
+        return self._items[i]
 
     def __iter__(self) -> Iterator[T]:
         yield from self._a

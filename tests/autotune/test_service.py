@@ -479,3 +479,15 @@ def test_sixteen_threads_one_study(service: StudyService, unique_name: str) -> N
     assert all(t.values == {"loss": float(t.number)} for t in trials)
     study = service.get_study(unique_name)
     assert study.n_trials == max_trials and study.state == StudyState.COMPLETED
+
+
+def test_errors_survive_the_http_payload(service: StudyService, unique_name: str) -> None:
+    from autotune.errors import error_from_payload
+
+    make(service, unique_name)
+    service.suggest(unique_name)
+    with pytest.raises(ValidationError) as e:
+        service.observe(unique_name, 0, {"loss": float("inf")})
+    back = error_from_payload(e.value.status, e.value.to_payload())
+    assert type(back) is ValidationError and back.field == "values.loss"
+    assert back.details == e.value.details

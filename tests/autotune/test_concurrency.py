@@ -1,0 +1,170 @@
+"""Many clients at once and a server crash, against real server processes.
+
+- 16 threads x 20 suggest/observe on one study through two server processes sharing one
+  PostgreSQL database: trial numbers never collide, every acknowledged observe is stored, and
+  ``max_trials`` is never exceeded.
+- SIGKILL the server mid-study, restart it on the same database: every observe the client saw
+  acknowledged is there (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import autotune
+from autotune import StudyNotActiveError, TrialState, UnavailableError
+from autotune.client import Client
+
+pytestmark = pytest.mark.slow
+
+N_THREADS = 16
+N_ROUNDS = 20
+MAX_TRIALS = N_THREADS * N_ROUNDS - 20  # less than the asks, so the budget must hold
+JOIN_TIMEOUT_S = 240.0
+
+
+def _run_threads(n: int, target: Callable[[int], None]) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as e:  # reported by the test, not lost in the thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "client threads did not finish"
+    return errors
+
+
+def _check_stored(db_url: str, name: str, acked: dict[int, float]) -> list[Any]:
+    with Client(db=db_url) as c:
+        trials = {t.number: t for t in c.get_study(name).trials()}
+    for number, value in acked.items():
+        assert trials[number].state == TrialState.COMPLETED, trials[number]
+        assert trials[number].values == {"loss": value}
+    return list(trials.values())
+
+
+@pytest.mark.postgres
+def test_two_servers_sixteen_threads(
+    postgres_databases: Any, start_server: Callable[..., Any], unique_name: str
+) -> None:
+    db_url = postgres_databases.create()
+    servers = [start_server(db_url), start_server(db_url)]
+    with Client(servers[0].url) as c:
+        c.create_study(
+            unique_name, {"x": autotune.Float(0, 1), "y": autotune.Int(0, 100)},
+            {"loss": "minimize"}, max_trials=MAX_TRIALS, algorithm="random", seed=0,
+        )  # fmt: skip
+
+    lock = threading.Lock()
+    handed_out: list[int] = []
+    acked: dict[int, float] = {}
+    empty = [0]
+
+    def worker(i: int) -> None:
+        with Client(servers[i % 2].url) as client:
+            study = client.get_study(unique_name)
+            for _ in range(N_ROUNDS):
+                try:
+                    trials = study.suggest()
+                except StudyNotActiveError:  # the budget is spent and the study completed
+                    trials = []
+                if not trials:
+                    with lock:
+                        empty[0] += 1
+                    continue
+                [t] = trials
+                value = t.params["x"] + t.params["y"] / 100
+                study.observe(t, {"loss": value})
+                with lock:
+                    handed_out.append(t.number)
+                    acked[t.number] = value
+
+    errors = _run_threads(N_THREADS, worker)
+    assert not errors, errors[:3]
+    assert len(handed_out) == len(set(handed_out)), "a trial number was handed out twice"
+    assert sorted(handed_out) == list(range(MAX_TRIALS))
+    assert empty[0] == N_THREADS * N_ROUNDS - MAX_TRIALS
+    stored = _check_stored(db_url, unique_name, acked)
+    assert len(stored) == MAX_TRIALS
+    with Client(db=db_url) as c:
+        assert c.get_study(unique_name).info.state == autotune.StudyState.COMPLETED
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_sigkill_mid_study_keeps_acknowledged_observes(
+    db: str,
+    request: pytest.FixtureRequest,
+    start_server: Callable[..., Any],
+    unique_name: str,
+    tmp_path: Any,
+) -> None:
+    if db == "sqlite":
+        db_url = f"sqlite:///{tmp_path / 'restart.db'}"
+    else:
+        db_url = request.getfixturevalue("postgres_databases").create()
+    server = start_server(db_url)
+    with Client(server.url) as c:
+        c.create_study(unique_name, {"x": autotune.Float(0, 1)}, algorithm="random", seed=1)
+
+    lock = threading.Lock()
+    acked: dict[int, float] = {}
+    unavailable = [0]
+    restarted = threading.Event()
+    target = 60
+
+    def worker(_: int) -> None:
+        # Backoff up to 1 s and enough retries to ride out a restart of a few seconds; an
+        # UnavailableError past that, or on an in-flight observe, is expected: try again.
+        with Client(server.url, retries=20) as client:
+            study = client.get_study(unique_name)
+            while True:
+                with lock:
+                    if len(acked) >= target and restarted.is_set():
+                        return
+                try:
+                    trials = study.suggest()
+                    value = trials[0].params["x"]
+                    study.observe(trials[0], {"value": value})
+                except UnavailableError:
+                    with lock:
+                        unavailable[0] += 1
+                    time.sleep(0.2)
+                    continue
+                with lock:
+                    acked[trials[0].number] = value
+
+    errors: list[BaseException] = []
+    threads = threading.Thread(target=lambda: errors.extend(_run_threads(4, worker)))
+    threads.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < 15 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(acked) >= 15, f"the clients made no progress: {server.log_tail()}"
+    server.kill()  # mid-study: requests are in flight
+    killed_at = len(acked)
+    time.sleep(0.5)
+    server.start()
+    restarted.set()
+    threads.join(JOIN_TIMEOUT_S)
+    assert not threads.is_alive()
+    assert not errors, errors[:3]
+    assert len(acked) > killed_at, "no observe went through after the restart"
+
+    with Client(db=db_url) as c:
+        stored = {t.number: t for t in c.get_study(unique_name).trials()}
+    for number, value in acked.items():
+        assert stored[number].state == TrialState.COMPLETED, stored[number]
+        assert stored[number].values == {"value": value}

@@ -185,6 +185,11 @@ def create_serving_app(
 def app_from_env() -> FastAPI:
     """uvicorn factory (``serving.app:app_from_env``) for several worker processes."""
     s = ServingSettings.from_env()
+    if s.config.log_sample_rate > 0:
+        pred_log = logging.getLogger("autotune.serving.predictions")
+        if not pred_log.handlers:  # uvicorn configures only its own loggers
+            pred_log.addHandler(logging.StreamHandler())
+            pred_log.setLevel(logging.INFO)
     return create_serving_app(
         db_url=s.db_url, artifact_dir=s.artifact_dir, serving_only=s.serving_only, config=s.config
     )

@@ -105,6 +105,8 @@ class _PromBackend(_Backend):
     def __init__(self) -> None:
         import prometheus_client as pc
 
+        # The *_created series double the output and nothing here reads them.
+        pc.disable_created_metrics()
         self._pc = pc
         self.registry = pc.CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Any] = {}

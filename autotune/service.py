@@ -37,6 +37,7 @@ from autotune.errors import (
 from autotune.models import (
     FINISHED_STATES,
     MAX_METADATA_BYTES,
+    STUDY_NAME_PATTERN,
     Direction,
     Measurement,
     Study,
@@ -146,8 +147,8 @@ class StudyService:
             from autotune.storage.migrate import upgrade
 
             try:
-                upgrade(self._db)
-            except Exception:
+                self._db.retrying(lambda _attempt: upgrade(self._db))
+            except BaseException:
                 self._db.dispose()
                 raise
 
@@ -284,6 +285,7 @@ class StudyService:
         """Delete a study with its trials, intermediate values and queue."""
 
         def work(s: Session, _attempt: int) -> None:
+            _check_name(name)
             res = s.execute(delete(StudyRow).where(StudyRow.name == name))
             if res.rowcount == 0:
                 raise _study_not_found(name)
@@ -315,10 +317,12 @@ class StudyService:
                 f"count must be from 1 to {MAX_SUGGEST_COUNT}, got {count}", field="count"
             )
         if client_id is not None and (
-            not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID
+            not isinstance(client_id, str)
+            or not 1 <= len(client_id) <= MAX_CLIENT_ID
+            or "\x00" in client_id
         ):
             raise ValidationError(
-                f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters",
+                f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters (no NUL)",
                 field="client_id",
             )
         return self._db.run(
@@ -586,7 +590,8 @@ class StudyService:
             TrialFinishedError: the trial is already completed, failed or pruned.
         """
         number = _check_number(number)
-        reason = str(reason)[:MAX_ERROR_CHARS]
+        # PostgreSQL text cannot hold NUL characters.
+        reason = str(reason)[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
 
         def work(s: Session, attempt: int) -> Trial:
             row = self._trial_with_study(s, name, number)
@@ -718,6 +723,7 @@ class StudyService:
     # helpers (all run inside a transaction)
     # ------------------------------------------------------------------------------------------
     def _study_row(self, s: Session, name: str, *, lock: bool = False) -> StudyRow:
+        _check_name(name)
         stmt = select(StudyRow).where(StudyRow.name == name)
         if lock and self._db.is_postgres:
             stmt = stmt.with_for_update()
@@ -727,6 +733,7 @@ class StudyService:
         return row
 
     def _study_id(self, s: Session, name: str) -> int:
+        _check_name(name)
         sid = s.scalar(select(StudyRow.id).where(StudyRow.name == name))
         if sid is None:
             raise _study_not_found(name)
@@ -734,6 +741,7 @@ class StudyService:
 
     def _trial_with_study(self, s: Session, name: str, number: int) -> Row[Any]:
         """The trial's row with what observe needs of its study, in one query."""
+        _check_name(name)
         row = s.execute(
             select(
                 *_TRIAL_COLUMNS,
@@ -1004,6 +1012,12 @@ def _study_not_found(name: str) -> NotFoundError:
         f"no study named {name!r}; list the studies to see their names",
         details={"field": "name", "study": name},
     )
+
+
+def _check_name(name: Any) -> None:
+    """No study can have a name outside the pattern: answer without asking the database."""
+    if not isinstance(name, str) or not STUDY_NAME_PATTERN.match(name):
+        raise _study_not_found(str(name))
 
 
 def _finished(name: str | None, number: int, state: str) -> TrialFinishedError:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     DisconnectionError,
     IntegrityError,
@@ -223,17 +224,21 @@ class Database:
         ``fn`` must be safe to run again from the start (everything it did was rolled back);
         ``attempt`` lets it recognise a retry after a commit whose outcome was unknown.
         """
+
+        def once(attempt: int) -> T:
+            with self.transaction(write=write) as session:
+                return fn(session, attempt)
+
+        return self.retrying(once)
+
+    def retrying(self, fn: Callable[[int], T]) -> T:
+        """Call ``fn(attempt)``, retrying transient database errors with backoff; any other
+        database error becomes an autotune error (``UnavailableError`` for operational ones)."""
         for attempt in range(MAX_RETRIES + 1):
             try:
-                with self.transaction(write=write) as session:
-                    return fn(session, attempt)
+                return fn(attempt)
             except AutotuneError:
                 raise
-            except IntegrityError as e:
-                raise ConflictError(
-                    f"the change conflicts with stored data: {_short(e)}",
-                    details={"db_error": _short(e)},
-                ) from e
             except (DBAPIError, DisconnectionError) as e:
                 if attempt < MAX_RETRIES and self._is_transient(e):
                     delay = RETRY_BASE_S * 2**attempt * (0.5 + random.random())
@@ -245,20 +250,30 @@ class Database:
                     )
                     time.sleep(delay)
                     continue
-                if isinstance(e, (OperationalError, DisconnectionError)) or self._is_transient(e):
-                    raise UnavailableError(
-                        f"the database is unavailable: {_short(e)}",
-                        details={"db_error": _short(e)},
-                    ) from e
-                raise AutotuneError(f"database error: {_short(e)}") from e
-            except PoolTimeoutError as e:
-                raise UnavailableError(
-                    "no database connection became free in time; retry later",
-                    details={"db_error": _short(e)},
-                ) from e
+                raise self._translate(e) from e
             except SQLAlchemyError as e:
-                raise AutotuneError(f"database error: {_short(e)}") from e
+                raise self._translate(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _translate(self, e: SQLAlchemyError) -> AutotuneError:
+        detail = {"db_error": _short(e)}
+        if isinstance(e, IntegrityError):
+            return ConflictError(
+                f"the change conflicts with stored data: {_short(e)}", details=detail
+            )
+        if isinstance(e, DataError):
+            return ValidationError(
+                f"the database refused a value (out of range or bad characters): {_short(e)}",
+                field="body",
+                details=detail,
+            )
+        if isinstance(e, PoolTimeoutError):
+            return UnavailableError(
+                "no database connection became free in time; retry later", details=detail
+            )
+        if isinstance(e, (OperationalError, DisconnectionError)) or self._is_transient(e):
+            return UnavailableError(f"the database is unavailable: {_short(e)}", details=detail)
+        return AutotuneError(f"database error: {_short(e)}", details=detail)
 
     def _is_transient(self, e: Exception) -> bool:
         if isinstance(e, DisconnectionError):

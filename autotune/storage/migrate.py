@@ -16,9 +16,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from autotune.errors import AutotuneError
 from autotune.storage.engine import Database
 
 __all__ = ["upgrade", "current_revision", "head_revision", "alembic_config", "MIGRATIONS_DIR"]
@@ -61,8 +63,16 @@ def upgrade(db: Database, revision: str = "head") -> None:
     """Bring the schema of ``db`` to ``revision`` (a no-op when it is there already)."""
     if revision == "head" and _at_head(db):
         return
-    with upgrade_connection_locked(db) as conn:
-        command.upgrade(alembic_config(conn), revision)
+    try:
+        with upgrade_connection_locked(db) as conn:
+            command.upgrade(alembic_config(conn), revision)
+    except CommandError as e:
+        url = db.url.render_as_string(hide_password=True)
+        raise AutotuneError(
+            f"cannot migrate the database at {url}: {e}. Its schema comes from a newer AutoTune "
+            "or from another application; point AUTOTUNE_DB (or --db) at AutoTune's own database",
+            details={"db": url},
+        ) from e
 
 
 def _at_head(db: Database) -> bool:

@@ -491,3 +491,17 @@ def test_errors_survive_the_http_payload(service: StudyService, unique_name: str
     back = error_from_payload(e.value.status, e.value.to_payload())
     assert type(back) is ValidationError and back.field == "values.loss"
     assert back.details == e.value.details
+
+
+def test_odd_input_never_reaches_the_database_raw(service: StudyService, unique_name: str) -> None:
+    make(service, unique_name)
+    for bad in ("x\x00y", "", "é" * 3, "a" * 500, 7):
+        with pytest.raises(NotFoundError):
+            service.get_study(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as e:
+        service.suggest(unique_name, client_id="w\x00")
+    assert e.value.details["field"] == "client_id"
+    service.suggest(unique_name)
+    assert service.fail(unique_name, 0, reason="bad\x00byte").error == "bad\ufffdbyte"
+    with pytest.raises(NotFoundError):
+        service.get_trial(unique_name, 2**70)

@@ -206,3 +206,20 @@ def test_postgres_dropped_connection_is_retried(postgres_url: str) -> None:
         assert isinstance(n, list)
     finally:
         db.dispose()
+
+
+def test_foreign_schema_is_refused_clearly(tmp_path: Path) -> None:
+    """Another application's Alembic database (Optuna's, say) is not migrated over."""
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    db = Database(url)
+    with db.write_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('v3.2.0.a')")
+    db.dispose()
+    with pytest.raises(AutotuneError, match="another application"):
+        StudyService(url)
+
+
+def test_unreachable_database_is_unavailable() -> None:
+    with pytest.raises(UnavailableError):
+        StudyService("postgresql://nobody@127.0.0.1:1/none")

@@ -47,6 +47,7 @@ class HttpTransport:
     connect_timeout: seconds to wait for a connection.
     retries: how many times to retry a request that may be retried (see the module doc).
     backoff: first retry delay in seconds; doubles each retry up to ``max_backoff``.
+    http_transport: an httpx transport to send through (tests pass ``httpx.MockTransport``).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class HttpTransport:
         retries: int = 6,
         backoff: float = 0.1,
         max_backoff: float = 2.0,
+        http_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
@@ -68,6 +70,7 @@ class HttpTransport:
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             headers={"User-Agent": f"autotune-client/{autotune.__version__}"},
+            transport=http_transport,
         )
 
     def __repr__(self) -> str:

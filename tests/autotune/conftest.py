@@ -99,10 +99,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers for this test (``start_server(db_url)``); all stopped at teardown."""
     servers: list[ServerProcess] = []
 
-    def start(db_url: str, *, port: int | None = None) -> ServerProcess:
+    def start(db_url: str, *, port: int | None = None, workers: int = 1) -> ServerProcess:
         server = ServerProcess(db_url, tmp_path, port=port)
         servers.append(server)
-        return server.start()
+        return server.start(workers=workers)
 
     yield start
     for server in servers:

@@ -346,3 +346,79 @@ def test_import_is_light() -> None:
         "autotune.Client\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the HTTP transport's retry policy, against a scripted server -----------------------------
+def _scripted(*steps: object) -> tuple[object, list[object]]:
+    """An HttpTransport whose requests meet ``steps`` in order: an exception class to raise, or
+    a (status, json) answer. Returns the transport and the list of requests it saw."""
+    import httpx
+
+    from autotune.client._http import HttpTransport
+
+    seen: list[httpx.Request] = []
+    script = list(steps)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        step = script.pop(0)
+        if isinstance(step, type):
+            raise step("scripted", request=request)
+        status, body = step
+        return httpx.Response(status, json=body)
+
+    t = HttpTransport(
+        "http://test", retries=3, backoff=0.0, http_transport=httpx.MockTransport(handler)
+    )
+    return t, seen
+
+
+_TRIAL = {"number": 0, "state": "running", "params": {"x": 0.5}}
+_DOWN = {"error": {"code": "unavailable", "message": "database busy", "details": {}}}
+
+
+def test_http_retries_connect_errors_and_503() -> None:
+    import httpx
+
+    t, seen = _scripted(httpx.ConnectError, (503, _DOWN), (200, {**_TRIAL, "state": "completed"}))
+    assert t.observe("s", 0, {"loss": 1.0}, metadata=None).state == TrialState.COMPLETED
+    assert len(seen) == 3
+
+
+def test_http_does_not_resend_an_observe_that_may_have_arrived() -> None:
+    import httpx
+
+    t, seen = _scripted(httpx.ReadTimeout, (200, _TRIAL))
+    with pytest.raises(autotune.UnavailableError, match="may or may not"):
+        t.observe("s", 0, {"loss": 1.0}, metadata=None)
+    assert len(seen) == 1
+
+
+def test_http_retried_suggest_sends_the_same_client_id() -> None:
+    import json
+
+    import httpx
+
+    answer = {"trials": [_TRIAL], "study_state": "active"}
+    t, seen = _scripted(httpx.ReadError, httpx.RemoteProtocolError, (200, answer))
+    assert [tr.number for tr in t.suggest("s", count=1, client_id=None)] == [0]
+    ids = {json.loads(r.content)["client_id"] for r in seen}
+    assert len(seen) == 3 and len(ids) == 1 and ids.pop().startswith("autotune-")
+
+
+def test_http_gives_up_with_unavailable_and_maps_error_bodies() -> None:
+    import httpx
+
+    t, seen = _scripted(*[httpx.ConnectError] * 4)
+    with pytest.raises(autotune.UnavailableError, match="after 4 attempt"):
+        t.get_study("s")
+    t, _ = _scripted(*[(503, _DOWN)] * 4)
+    with pytest.raises(autotune.UnavailableError, match="database busy"):
+        t.get_study("s")
+    body = {"error": {"code": "trial_finished", "message": "done", "details": {}}}
+    t, _ = _scripted((409, body))
+    with pytest.raises(TrialFinishedError, match="done"):
+        t.fail("s", 0, reason="x")
+    t, _ = _scripted((502, "<html>bad gateway</html>"))
+    with pytest.raises(autotune.AutotuneError, match="502"):
+        t.get_study("s")

@@ -168,3 +168,32 @@ def test_sigkill_mid_study_keeps_acknowledged_observes(
     for number, value in acked.items():
         assert stored[number].state == TrialState.COMPLETED, stored[number]
         assert stored[number].values == {"value": value}
+
+
+def test_two_workers_on_one_sqlite_file(
+    start_server: Callable[..., Any], unique_name: str, tmp_path: Any
+) -> None:
+    """``serve --workers 2``: two processes write one SQLite file; never "database is locked"."""
+    db_url = f"sqlite:///{tmp_path / 'workers.db'}"
+    server = start_server(db_url, workers=2)
+    with Client(server.url) as c:
+        c.create_study(
+            unique_name, {"x": autotune.Float(0, 1)}, {"loss": "minimize"}, algorithm="random"
+        )
+    lock = threading.Lock()
+    acked: dict[int, float] = {}
+
+    def worker(_: int) -> None:
+        with Client(server.url) as client:
+            study = client.get_study(unique_name)
+            for _ in range(10):
+                [t] = study.suggest()
+                study.observe(t, {"loss": t.params["x"]})
+                with lock:
+                    assert t.number not in acked
+                    acked[t.number] = t.params["x"]
+
+    errors = _run_threads(8, worker)
+    assert not errors, errors[:3]
+    assert sorted(acked) == list(range(80))
+    assert len(_check_stored(db_url, unique_name, acked)) == 80

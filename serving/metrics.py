@@ -199,7 +199,9 @@ def _escape(v: str) -> str:
 
 
 def _fmt_labels(names: Sequence[str], values: Sequence[str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in zip(names, values, strict=True)) + "}"
+    # Sorted by label name, as prometheus_client writes them.
+    pairs = sorted(zip(names, values, strict=True))
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
 
 
 def _num(v: float) -> str:

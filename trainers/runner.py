@@ -19,10 +19,12 @@ processes), reports intermediate values through it, sends heartbeats from a smal
 writes its model under ``artifacts_dir/<study>/<trial>/``; the path and checksum go into the
 trial's metadata.
 
-Faults. A worker process that dies mid-trial: the scheduler runs the task on another worker, up to
-``max_attempts`` times in all on the embedded cluster (``distributed.scheduler
-.allowed-failures``), and the trial is failed with ``KilledWorker`` after that; the budget still
-completes because a failed trial counts against it. A trainer that raises: the trial is failed with
+Faults. A worker process that dies mid-trial: the scheduler runs the task on another worker; each
+start is counted in ``artifacts_dir/<study>/<trial>/`` (so a task that was only queued on the
+dying worker is not blamed), and a trial whose workers died ``max_attempts`` times is failed with
+that reason; the budget still completes because a failed trial counts against it. If every worker
+holding the scattered data died, the data is shipped again and the trials that needed it rerun.
+A trainer that raises: the trial is failed with
 ``"<ExceptionType>: <message>"``. The service unreachable (a restart): the runner retries its
 calls for ``reconnect_timeout_s`` and the workers keep training. Running the same spec again
 resumes: the study is loaded, trials left running by an interrupted run are run again under
@@ -52,7 +54,7 @@ from autotune.errors import (
     UnavailableError,
     ValidationError,
 )
-from autotune.models import Trial, TrialState
+from autotune.models import Study, Trial, TrialState
 from trainers._base import Reporter, TrainData, Trainer, TrainResult
 from trainers.spec import RunSpec, load_spec
 
@@ -67,6 +69,9 @@ DEFAULT_ARTIFACTS_DIR = "autotune-artifacts"
 _HEARTBEAT_FRACTION = 1 / 3
 _MIN_HEARTBEAT_S = 1.0
 _FAILURE_REASON_CHARS = 2_000
+_DASK_ALLOWED_FAILURES = 10
+_MAX_RESUBMITS = 5  # reruns of one trial because its input data was lost (not its fault)
+_WORKER_WAIT_S = 300.0  # how long to wait for a first worker (a cluster starting up)
 _FINISHED = (TrialState.COMPLETED, TrialState.FAILED, TrialState.PRUNED)
 
 
@@ -119,6 +124,7 @@ class RunResult:
 @dataclass(frozen=True)
 class _TrialTask:
     study: str
+    study_info: Study  # the worker builds its study handle from this, without a round trip
     number: int
     params: dict[str, Any]
     trainer: Trainer
@@ -128,6 +134,12 @@ class _TrialTask:
     service: str
     artifacts_dir: str
     heartbeat_s: float | None
+    run_id: str
+    max_attempts: int
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.artifacts_dir) / self.study / str(self.number)
 
 
 _CLIENTS: dict[str, Any] = {}
@@ -255,7 +267,7 @@ def _write_artifact(task: _TrialTask, result: TrainResult) -> dict[str, Any] | N
     art = result.artifact
     if art is None:
         return None
-    folder = Path(task.artifacts_dir) / task.study / str(task.number)
+    folder = task.folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / art.filename
     tmp = path.with_name(f".{art.filename}.{uuid.uuid4().hex}")
@@ -269,6 +281,15 @@ def _write_artifact(task: _TrialTask, result: TrainResult) -> dict[str, Any] | N
     }
 
 
+def _start_attempt(task: _TrialTask) -> int:
+    """Record that ``task`` starts on a worker; returns which start this is (1, 2, ...)."""
+    task.folder.mkdir(parents=True, exist_ok=True)
+    path = task.folder / f".attempts-{task.run_id}"
+    with open(path, "a") as f:  # one short append per start: atomic enough on local disks
+        f.write(f"{os.getpid()}\n")
+    return len(path.read_text().splitlines())
+
+
 def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
     """Run one trial on a worker. Never raises for a trainer's error: it comes back as text."""
     start = time.perf_counter()
@@ -278,7 +299,16 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
         worker = get_worker().address
     except (ImportError, ValueError):
         worker = "local"
-    study = _connect(task.service).get_study(task.study)
+    attempt = _start_attempt(task)
+    if attempt > task.max_attempts:
+        return TrialOutcome(
+            number=task.number,
+            error=f"WorkerDied: the worker running this trial died {attempt - 1} times",
+            worker=worker,
+        )
+    from autotune.client import StudyClient
+
+    study = StudyClient(_connect(task.service).transport, task.study_info)
     reporter = _ServiceReporter(study, task.number)
     try:
         with _Heartbeat(study, task.number, task.heartbeat_s):
@@ -391,9 +421,7 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-def _start_dask(
-    *, workers: int | None, scheduler: str | None, max_attempts: int
-) -> tuple[Any, Any]:
+def _start_dask(*, workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     """(dask client, cluster we own or None)."""
     import dask
     from distributed import Client as DaskClient
@@ -402,9 +430,10 @@ def _start_dask(
     if scheduler is not None:
         return DaskClient(scheduler), None
     n = workers or os.cpu_count() or 1
-    # The scheduler runs in this process, so the config reaches it: a task whose worker died this
-    # many times is given up as KilledWorker instead of being tried again.
-    with dask.config.set({"distributed.scheduler.allowed-failures": max(0, max_attempts - 1)}):
+    # The scheduler runs in this process, so the config reaches it. Dask blames every task
+    # assigned to a dying worker, even one only queued there; the runner bounds real attempts
+    # itself (max_attempts), so Dask's own bound is only a backstop.
+    with dask.config.set({"distributed.scheduler.allowed-failures": _DASK_ALLOWED_FAILURES}):
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -442,8 +471,8 @@ def run_study(
             a path every worker can write to).
         progress: print a progress line (trials done, best so far, elapsed) and the dashboard.
         artifacts_dir: models go to ``<artifacts_dir>/<study>/<trial>/<file>``.
-        max_attempts: on the embedded cluster, how many workers may die running one trial
-            before it is failed.
+        max_attempts: how many times a trial may start on a worker that then dies before the
+            trial is failed (counted through ``artifacts_dir``, which must be shared).
         reconnect_timeout_s: how long to keep retrying while the service is unreachable.
         dask_client: an existing ``distributed.Client`` to use (not closed here).
 
@@ -505,7 +534,6 @@ def run_study(
             dask, cluster = _start_dask(
                 workers=workers or spec.workers,
                 scheduler=scheduler,
-                max_attempts=max_attempts,
             )
         try:
             return _loop(
@@ -523,6 +551,8 @@ def run_study(
                 start=start,
                 n_finished=n_finished,
                 orphans=orphans,
+                info=info,
+                max_attempts=max_attempts,
             )
         finally:
             if dask_client is None:
@@ -550,6 +580,8 @@ def _loop(
     start: float,
     n_finished: int,
     orphans: list[Trial],
+    info: Study,
+    max_attempts: int,
 ) -> RunResult:
     from distributed import as_completed
 
@@ -573,13 +605,19 @@ def _loop(
     )
     bar.done = n_finished
 
-    # The one copy of the data on every worker; each task gets a reference to it.
-    data_ref = dask.scatter(data, broadcast=True, hash=False)
     fixed = spec.trainer.params
+    run_id = uuid.uuid4().hex[:12]
+    data_refs: list[Any] = []  # every copy shipped, kept alive while tasks may use it
+
+    def ship_data() -> None:
+        """The one copy of the data on every worker; each task gets a reference to it."""
+        dask.wait_for_workers(1, timeout=_WORKER_WAIT_S)
+        data_refs.append(dask.scatter(data, broadcast=True, hash=False))
 
     def submit(trial: Trial) -> Any:
         task = _TrialTask(
             study=spec.name,
+            study_info=info,
             number=trial.number,
             params={**fixed, **trial.params},
             trainer=trainer,
@@ -589,18 +627,23 @@ def _loop(
             service=address,
             artifacts_dir=artifacts_dir,
             heartbeat_s=heartbeat_s,
+            run_id=run_id,
+            max_attempts=max_attempts,
         )
         key = f"trial-{spec.name}-{trial.number}-{uuid.uuid4().hex[:8]}"
-        return dask.submit(run_trial, task, data_ref, key=key, pure=False)
-
-    running: dict[Any, int] = {}  # future -> trial number
-    done = as_completed()
-    for t in orphans:  # an interrupted run's trials: run them again under their numbers
-        fut = submit(t)
-        running[fut] = t.number
+        fut = dask.submit(run_trial, task, data_refs[-1], key=key, pure=False)
+        running[fut] = (trial, len(data_refs))
         done.add(fut)
+        return fut
+
+    running: dict[Any, tuple[Trial, int]] = {}  # future -> (trial, copy of the data it uses)
+    done = as_completed()
+    resubmitted: dict[int, int] = {}
     ran: list[TrialOutcome] = []
     exhausted = False
+    ship_data()
+    for t in orphans:  # an interrupted run's trials: run them again under their numbers
+        submit(t)
 
     def fill() -> None:
         nonlocal exhausted
@@ -617,15 +660,22 @@ def _loop(
         # The service's budget counts running trials, so an empty answer is final.
         exhausted = not trials
         for t in trials:
-            fut = submit(t)
-            running[fut] = t.number
-            done.add(fut)
+            submit(t)
 
     fill()
     while running:
         fut = next(done)
-        number = running.pop(fut)
-        outcome = _outcome_of(fut, number)
+        trial, copy = running.pop(fut)
+        outcome, data_lost = _outcome_of(fut, trial.number)
+        if data_lost and resubmitted.get(trial.number, 0) < _MAX_RESUBMITS:
+            # Every worker holding the scattered data died (their trials were retried or
+            # failed already): ship it again and run this trial again.
+            resubmitted[trial.number] = resubmitted.get(trial.number, 0) + 1
+            if copy == len(data_refs):
+                logger.warning("the training data was lost with its workers; shipping it again")
+                ship_data()
+            submit(trial)
+            continue
         values = _record(study, outcome, reported, call)
         n_finished += 1
         ran.append(outcome)
@@ -674,12 +724,16 @@ def _result(
     )
 
 
-def _outcome_of(fut: Any, number: int) -> TrialOutcome:
-    """The worker's outcome, or a failed one when the task itself could not finish."""
+def _outcome_of(fut: Any, number: int) -> tuple[TrialOutcome, bool]:
+    """(the worker's outcome or a failed one when the task could not finish, data lost?)."""
+    from concurrent.futures import CancelledError
+
     try:
-        return fut.result()
+        return fut.result(), False
     except Exception as e:  # KilledWorker (its workers kept dying), a cancelled task, ...
-        return TrialOutcome(number=number, error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS])
+        error = f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS]
+        # A task whose input (the scattered data) was lost is cancelled, not failed.
+        return TrialOutcome(number=number, error=error), isinstance(e, CancelledError)
     finally:
         fut.release()
 

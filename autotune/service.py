@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,18 +76,80 @@ _ABANDONED = TrialState.ABANDONED.value
 _COMPLETED = TrialState.COMPLETED.value
 _FINISHED = tuple(s.value for s in FINISHED_STATES)
 
+# Core tables: the service speaks SQL expressions directly (no ORM unit of work on the hot path).
+_studies = StudyRow.__table__
+_trials = TrialRow.__table__
+_queue = QueueRow.__table__
+_ivalues = IntermediateValueRow.__table__
+_S, _T, _Q, _I = _studies.c, _trials.c, _queue.c, _ivalues.c
+# Row attribute names follow the models' (``meta`` for the ``metadata`` column).
+_STUDY_COLUMNS = tuple(c.label("meta") if c.name == "metadata" else c for c in _studies.c)
 # The trial columns that make a ``Trial`` (everything but ids and flags).
+_SELECT_STUDY = select(*_STUDY_COLUMNS).where(_S.name == bindparam("b_name"))
+_SELECT_STUDY_FOR_UPDATE = _SELECT_STUDY.with_for_update()
 _TRIAL_COLUMNS = (
-    TrialRow.number,
-    TrialRow.state,
-    TrialRow.params,
-    TrialRow.values,
-    TrialRow.client_id,
-    TrialRow.error,
-    TrialRow.meta,
-    TrialRow.created_at,
-    TrialRow.completed_at,
-    TrialRow.heartbeat_at,
+    _T.number,
+    _T.state,
+    _T.params,
+    _T["values"],
+    _T.client_id,
+    _T.error,
+    _T["metadata"].label("meta"),
+    _T.created_at,
+    _T.completed_at,
+    _T.heartbeat_at,
+)
+# The statements of suggest and observe, built once (parameters named b_*; an UPDATE's SET
+# columns come from the other keys of the parameters passed with it).
+_ABANDON_SILENT = (
+    update(_trials)
+    .where(
+        _T.study_id == bindparam("b_sid"),
+        _T.state == _RUNNING,
+        _T.heartbeat_at < bindparam("b_cutoff"),
+    )
+    .values(state=_ABANDONED)
+    .returning(_T.id, _T.number, _T.params)
+)
+_COUNT_RUNNING_ABANDONED = (
+    select(_T.state, func.count())
+    .where(_T.study_id == bindparam("b_sid"), _T.state.in_((_RUNNING, _ABANDONED)))
+    .group_by(_T.state)
+)
+_POP_QUEUE = (
+    delete(_queue)
+    .where(
+        _Q.id.in_(
+            select(_Q.id)
+            .where(_Q.study_id == bindparam("b_sid"))
+            .order_by(_Q.priority.desc(), _Q.id)
+            .limit(bindparam("b_limit"))
+            .scalar_subquery()
+        )
+    )
+    .returning(_Q.id, _Q.priority, _Q.params)
+)
+_INSERT_TRIAL = insert(_trials)
+_UPDATE_STUDY = update(_studies).where(_S.id == bindparam("b_sid"))
+_UPDATE_TRIAL = update(_trials).where(_T.id == bindparam("b_id"))
+_UPDATE_TRIAL_IN_STATE = update(_trials).where(
+    _T.id == bindparam("b_id"), _T.state == bindparam("b_state")
+)
+_SELECT_TRIAL_WITH_STUDY = (
+    select(
+        *_TRIAL_COLUMNS,
+        _T.id,
+        _T.has_intermediate,
+        _S.id.label("study_id"),
+        _S.objectives.label("study_objectives"),
+        _S.constraints.label("study_constraints"),
+        _S.max_trials.label("study_max_trials"),
+        _S.n_trials.label("study_n_trials"),
+        _S.state.label("study_state"),
+        _S.stopper.label("study_stopper"),
+    )
+    .join(_studies, _S.id == _T.study_id)
+    .where(_S.name == bindparam("b_name"), _T.number == bindparam("b_number"))
 )
 
 
@@ -200,7 +262,7 @@ class StudyService:
         def work(s: Session, attempt: int) -> Study:
             if attempt:
                 # A retry after a commit whose acknowledgement was lost: our own study is there.
-                mine = s.scalars(select(StudyRow).where(StudyRow.name == spec.name)).one_or_none()
+                mine = s.scalars(select(StudyRow).where(_S.name == spec.name)).one_or_none()
                 if mine is not None and mine.seed == seed and mine.space == space:
                     return _study(mine)
             now = self._now()
@@ -246,10 +308,10 @@ class StudyService:
         _check_page(offset, limit)
 
         def work(s: Session, _attempt: int) -> Page[Study]:
-            where = [StudyRow.state == state_v.value] if state_v is not None else []
-            total = s.scalar(select(func.count()).select_from(StudyRow).where(*where)) or 0
-            rows = s.scalars(
-                select(StudyRow).where(*where).order_by(StudyRow.id).offset(offset).limit(limit)
+            where = [_S.state == state_v.value] if state_v is not None else []
+            total = s.scalar(select(func.count()).select_from(_studies).where(*where)) or 0
+            rows = s.execute(
+                select(*_STUDY_COLUMNS).where(*where).order_by(_S.id).offset(offset).limit(limit)
             ).all()
             return Page[Study](
                 items=[_study(r) for r in rows], total=total, offset=offset, limit=limit
@@ -275,9 +337,11 @@ class StudyService:
                     f"{new.value!r}. Create a new study to continue.",
                     details={"field": "state", "state": row.state},
                 )
-            row.state = new.value
-            row.updated_at = self._now()
-            return _study(row)
+            now = self._now()
+            s.execute(
+                update(_studies).where(_S.id == row.id).values(state=new.value, updated_at=now)
+            )
+            return _study(row, state=new.value, updated_at=now)
 
         return self._db.run(work, write=True)
 
@@ -286,7 +350,7 @@ class StudyService:
 
         def work(s: Session, _attempt: int) -> None:
             _check_name(name)
-            res = s.execute(delete(StudyRow).where(StudyRow.name == name))
+            res = s.execute(delete(_studies).where(_S.name == name))
             if res.rowcount == 0:
                 raise _study_not_found(name)
 
@@ -335,25 +399,17 @@ class StudyService:
         study_row = self._study_row(s, name, lock=True)
         study = _study(study_row)
         sid = study_row.id
+        study_changes: dict[str, Any] = {}
         now = self._now()
 
         # (1) Abandon silent running trials; their configurations go to the front of the queue.
         if study.heartbeat_grace_s is not None:
             cutoff = now - timedelta(seconds=study.heartbeat_grace_s)
-            expired = s.execute(
-                update(TrialRow)
-                .where(
-                    TrialRow.study_id == sid,
-                    TrialRow.state == _RUNNING,
-                    TrialRow.heartbeat_at < cutoff,
-                )
-                .values(state=_ABANDONED)
-                .returning(TrialRow.id, TrialRow.number, TrialRow.params)
-            ).all()
+            expired = s.execute(_ABANDON_SILENT, {"b_sid": sid, "b_cutoff": cutoff}).all()
             if expired:
                 expired.sort(key=lambda r: r.number)
                 s.execute(
-                    insert(QueueRow),
+                    insert(_queue),
                     [
                         {
                             "study_id": sid,
@@ -369,19 +425,17 @@ class StudyService:
         # (2) The same client asking again gets its running trials back.
         if client_id is not None:
             rows = s.execute(
-                select(*_TRIAL_COLUMNS, TrialRow.id)
+                select(*_TRIAL_COLUMNS, _T.id)
                 .where(
-                    TrialRow.study_id == sid,
-                    TrialRow.client_id == client_id,
-                    TrialRow.state == _RUNNING,
+                    _T.study_id == sid,
+                    _T.client_id == client_id,
+                    _T.state == _RUNNING,
                 )
-                .order_by(TrialRow.number)
+                .order_by(_T.number)
             ).all()
             if rows:
                 s.execute(
-                    update(TrialRow)
-                    .where(TrialRow.id.in_([r.id for r in rows]))
-                    .values(heartbeat_at=now)
+                    update(_trials).where(_T.id.in_([r.id for r in rows])).values(heartbeat_at=now)
                 )
                 trials = [_trial(r, heartbeat_at=now) for r in rows]
                 return SuggestResult(
@@ -408,27 +462,18 @@ class StudyService:
                 state = study.state
                 if n_running == 0:
                     state = StudyState.COMPLETED
-                    study_row.state = state.value
-                    study_row.updated_at = now
+                    s.execute(
+                        update(_studies)
+                        .where(_S.id == sid)
+                        .values(state=state.value, updated_at=now)
+                    )
                 return SuggestResult(
                     trials=[], study_state=state, designer=study.designer_info.get("designer")
                 )
             count = min(count, remaining)
 
         # (5) Queued configurations first (requeued ones ahead of the user's), then the designer.
-        queued = s.execute(
-            delete(QueueRow)
-            .where(
-                QueueRow.id.in_(
-                    select(QueueRow.id)
-                    .where(QueueRow.study_id == sid)
-                    .order_by(QueueRow.priority.desc(), QueueRow.id)
-                    .limit(count)
-                    .scalar_subquery()
-                )
-            )
-            .returning(QueueRow.id, QueueRow.priority, QueueRow.params)
-        ).all()
+        queued = s.execute(_POP_QUEUE, {"b_sid": sid, "b_limit": count}).all()
         queued.sort(key=lambda r: (-r.priority, r.id))
         configs: list[Params] = [dict(r.params) for r in queued]
 
@@ -473,7 +518,7 @@ class StudyService:
             info = designer.describe()
             designer_name = info.get("designer", study.algorithm)
             if info != study.designer_info:
-                study_row.designer_info = info
+                study_changes["designer_info"] = info
 
         # (6) New running trials, numbered on from the study's counter.
         new_rows = [
@@ -485,7 +530,7 @@ class StudyService:
                 "values": None,
                 "client_id": client_id,
                 "error": None,
-                "meta": {},
+                "metadata": {},
                 "has_intermediate": False,
                 "created_at": now,
                 "completed_at": None,
@@ -494,9 +539,11 @@ class StudyService:
             for i, p in enumerate(configs)
         ]
         if new_rows:
-            s.execute(insert(TrialRow), new_rows)
-        study_row.n_trials = n_total + len(new_rows)
-        study_row.updated_at = now
+            s.execute(_INSERT_TRIAL, new_rows)
+        s.execute(
+            _UPDATE_STUDY,
+            {"b_sid": sid, "n_trials": n_total + len(new_rows), "updated_at": now, **study_changes},
+        )
         trials = [
             Trial(
                 number=r["number"],
@@ -542,10 +589,15 @@ class StudyService:
                 raise _finished(name, number, row.state)
             now = self._now()
             merged = {**row.meta, **meta} if meta else row.meta
-            changes = {"state": _COMPLETED, "values": clean, "completed_at": now, "meta": merged}
+            changes = {
+                "state": _COMPLETED,
+                "values": clean,
+                "completed_at": now,
+                "metadata": merged,
+            }
             self._finish(s, row, changes)
             self._maybe_complete_study(s, row, now)
-            return self._trial_from_joined(s, row, **_trial_changes(changes))
+            return self._trial_from_joined(s, row, **changes)
 
         return self._db.run(work, write=True)
 
@@ -574,9 +626,8 @@ class StudyService:
                 raise _finished(name, number, row.state)
             self._upsert_intermediate(s, row.id, step, value)
             s.execute(
-                update(TrialRow)
-                .where(TrialRow.id == row.id)
-                .values(heartbeat_at=self._now(), has_intermediate=True)
+                _UPDATE_TRIAL,
+                {"b_id": row.id, "heartbeat_at": self._now(), "has_intermediate": True},
             )
             return ReportResult(should_stop=self._should_stop(s, row, step, value))
 
@@ -603,7 +654,7 @@ class StudyService:
             changes = {"state": TrialState.FAILED.value, "error": reason, "completed_at": now}
             self._finish(s, row, changes)
             self._maybe_complete_study(s, row, now)
-            return self._trial_from_joined(s, row, **_trial_changes(changes))
+            return self._trial_from_joined(s, row, **changes)
 
         return self._db.run(work, write=True)
 
@@ -621,7 +672,7 @@ class StudyService:
             if row.state in _FINISHED:
                 raise _finished(name, number, row.state)
             now = self._now()
-            s.execute(update(TrialRow).where(TrialRow.id == row.id).values(heartbeat_at=now))
+            s.execute(_UPDATE_TRIAL, {"b_id": row.id, "heartbeat_at": now})
             return self._trial_from_joined(s, row, heartbeat_at=now)
 
         return self._db.run(work, write=True)
@@ -638,7 +689,7 @@ class StudyService:
             row = self._study_row(s, name)
             clean = _study(row).search_space().validate_params(params)
             qid = s.scalar(
-                insert(QueueRow)
+                insert(_queue)
                 .values(
                     study_id=row.id,
                     params=clean,
@@ -646,7 +697,7 @@ class StudyService:
                     source_trial_id=None,
                     created_at=self._now(),
                 )
-                .returning(QueueRow.id)
+                .returning(_Q.id)
             )
             assert qid is not None
             return QueuedConfig(id=qid, params=clean)
@@ -676,14 +727,14 @@ class StudyService:
 
         def work(s: Session, _attempt: int) -> Page[Trial]:
             sid = self._study_id(s, name)
-            where = [TrialRow.study_id == sid]
+            where = [_T.study_id == sid]
             if state_v is not None:
-                where.append(TrialRow.state == state_v.value)
-            total = s.scalar(select(func.count()).select_from(TrialRow).where(*where)) or 0
+                where.append(_T.state == state_v.value)
+            total = s.scalar(select(func.count()).select_from(_trials).where(*where)) or 0
             rows = s.execute(
-                select(*_TRIAL_COLUMNS, TrialRow.id, TrialRow.has_intermediate)
+                select(*_TRIAL_COLUMNS, _T.id, _T.has_intermediate)
                 .where(*where)
-                .order_by(TrialRow.number)
+                .order_by(_T.number)
                 .offset(offset)
                 .limit(limit)
             ).all()
@@ -703,17 +754,17 @@ class StudyService:
         def work(s: Session, _attempt: int) -> list[Trial]:
             study = _study(self._study_row(s, name))
             rows = s.execute(
-                select(TrialRow.number, TrialRow.values).where(
-                    TrialRow.study_id == study.id, TrialRow.state == _COMPLETED
+                select(_T.number, _T["values"]).where(
+                    _T.study_id == study.id, _T.state == _COMPLETED
                 )
             ).all()
             best = _best_numbers(study, [(r.number, r.values or {}) for r in rows])
             if not best:
                 return []
             full = s.execute(
-                select(*_TRIAL_COLUMNS, TrialRow.id, TrialRow.has_intermediate)
-                .where(TrialRow.study_id == study.id, TrialRow.number.in_(best))
-                .order_by(TrialRow.number)
+                select(*_TRIAL_COLUMNS, _T.id, _T.has_intermediate)
+                .where(_T.study_id == study.id, _T.number.in_(best))
+                .order_by(_T.number)
             ).all()
             return self._trials_with_intermediate(s, full)
 
@@ -722,19 +773,19 @@ class StudyService:
     # ------------------------------------------------------------------------------------------
     # helpers (all run inside a transaction)
     # ------------------------------------------------------------------------------------------
-    def _study_row(self, s: Session, name: str, *, lock: bool = False) -> StudyRow:
+    def _study_row(self, s: Session, name: str, *, lock: bool = False) -> Row[Any]:
+        """The study's row; ``lock`` holds it (``FOR UPDATE``) to the end of the transaction
+        on PostgreSQL, where SQLite's write transaction already excludes every other writer."""
         _check_name(name)
-        stmt = select(StudyRow).where(StudyRow.name == name)
-        if lock and self._db.is_postgres:
-            stmt = stmt.with_for_update()
-        row = s.scalars(stmt).one_or_none()
+        stmt = _SELECT_STUDY_FOR_UPDATE if lock and self._db.is_postgres else _SELECT_STUDY
+        row = s.execute(stmt, {"b_name": name}).one_or_none()
         if row is None:
             raise _study_not_found(name)
         return row
 
     def _study_id(self, s: Session, name: str) -> int:
         _check_name(name)
-        sid = s.scalar(select(StudyRow.id).where(StudyRow.name == name))
+        sid = s.scalar(select(_S.id).where(_S.name == name))
         if sid is None:
             raise _study_not_found(name)
         return sid
@@ -743,24 +794,11 @@ class StudyService:
         """The trial's row with what observe needs of its study, in one query."""
         _check_name(name)
         row = s.execute(
-            select(
-                *_TRIAL_COLUMNS,
-                TrialRow.id,
-                TrialRow.has_intermediate,
-                StudyRow.id.label("study_id"),
-                StudyRow.objectives.label("study_objectives"),
-                StudyRow.constraints.label("study_constraints"),
-                StudyRow.max_trials.label("study_max_trials"),
-                StudyRow.n_trials.label("study_n_trials"),
-                StudyRow.state.label("study_state"),
-                StudyRow.stopper.label("study_stopper"),
-            )
-            .join(StudyRow, StudyRow.id == TrialRow.study_id)
-            .where(StudyRow.name == name, TrialRow.number == number)
+            _SELECT_TRIAL_WITH_STUDY, {"b_name": name, "b_number": number}
         ).one_or_none()
         if row is None:
             sid = self._study_id(s, name)  # raises for an unknown study
-            n = s.scalar(select(StudyRow.n_trials).where(StudyRow.id == sid))
+            n = s.scalar(select(_S.n_trials).where(_S.id == sid))
             raise NotFoundError(
                 f"study {name!r} has no trial {number}; its trials are numbered 0 to {(n or 0) - 1}"
                 if n
@@ -776,17 +814,13 @@ class StudyService:
         (PostgreSQL) is seen rather than overwritten.
         """
         for prior in (_RUNNING, _ABANDONED):
-            res = s.execute(
-                update(TrialRow)
-                .where(TrialRow.id == row.id, TrialRow.state == prior)
-                .values(**changes)
-            )
+            res = s.execute(_UPDATE_TRIAL_IN_STATE, {"b_id": row.id, "b_state": prior, **changes})
             if res.rowcount:
                 if prior == _ABANDONED:
                     # A late result: withdraw its requeued configuration if still queued.
-                    s.execute(delete(QueueRow).where(QueueRow.source_trial_id == row.id))
+                    s.execute(delete(_queue).where(_Q.source_trial_id == row.id))
                 return prior
-        current = s.scalar(select(TrialRow.state).where(TrialRow.id == row.id))
+        current = s.scalar(select(_T.state).where(_T.id == row.id))
         raise _finished(None, row.number, current or "deleted")
 
     def _maybe_complete_study(self, s: Session, row: Row[Any], now: datetime) -> None:
@@ -799,33 +833,27 @@ class StudyService:
         n_running, n_abandoned = self._running_abandoned(s, row.study_id)
         if n_running == 0 and row.study_n_trials - n_abandoned >= max_trials:
             s.execute(
-                update(StudyRow)
-                .where(StudyRow.id == row.study_id, StudyRow.state == StudyState.ACTIVE.value)
+                update(_studies)
+                .where(_S.id == row.study_id, _S.state == StudyState.ACTIVE.value)
                 .values(state=StudyState.COMPLETED.value, updated_at=now)
             )
 
     def _running_abandoned(self, s: Session, sid: int) -> tuple[int, int]:
-        counts = dict(
-            s.execute(
-                select(TrialRow.state, func.count())
-                .where(TrialRow.study_id == sid, TrialRow.state.in_((_RUNNING, _ABANDONED)))
-                .group_by(TrialRow.state)
-            ).all()
-        )
+        counts = dict(s.execute(_COUNT_RUNNING_ABANDONED, {"b_sid": sid}).all())
         return counts.get(_RUNNING, 0), counts.get(_ABANDONED, 0)
 
     def _finished_trials(self, s: Session, sid: int) -> list[Trial]:
         rows = s.execute(
             select(
-                TrialRow.number,
-                TrialRow.state,
-                TrialRow.params,
-                TrialRow.values,
-                TrialRow.created_at,
-                TrialRow.completed_at,
+                _T.number,
+                _T.state,
+                _T.params,
+                _T["values"],
+                _T.created_at,
+                _T.completed_at,
             )
-            .where(TrialRow.study_id == sid, TrialRow.state.in_(_FINISHED))
-            .order_by(TrialRow.number)
+            .where(_T.study_id == sid, _T.state.in_(_FINISHED))
+            .order_by(_T.number)
         ).all()
         return [
             Trial(
@@ -842,9 +870,9 @@ class StudyService:
     def _running_params(self, s: Session, sid: int) -> list[Params]:
         return list(
             s.scalars(
-                select(TrialRow.params)
-                .where(TrialRow.study_id == sid, TrialRow.state == _RUNNING)
-                .order_by(TrialRow.number)
+                select(_T.params)
+                .where(_T.study_id == sid, _T.state == _RUNNING)
+                .order_by(_T.number)
             ).all()
         )
 
@@ -853,9 +881,7 @@ class StudyService:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = dialect_insert(IntermediateValueRow).values(
-            trial_id=trial_id, step=step, value=value
-        )
+        stmt = dialect_insert(_ivalues).values(trial_id=trial_id, step=step, value=value)
         s.execute(
             stmt.on_conflict_do_update(
                 index_elements=["trial_id", "step"], set_={"value": stmt.excluded.value}
@@ -875,11 +901,9 @@ class StudyService:
         if not trial_ids:
             return out
         for tid, step, value in s.execute(
-            select(
-                IntermediateValueRow.trial_id, IntermediateValueRow.step, IntermediateValueRow.value
-            )
-            .where(IntermediateValueRow.trial_id.in_(trial_ids))
-            .order_by(IntermediateValueRow.trial_id, IntermediateValueRow.step)
+            select(_I.trial_id, _I.step, _I.value)
+            .where(_I.trial_id.in_(trial_ids))
+            .order_by(_I.trial_id, _I.step)
         ):
             out.setdefault(tid, []).append(Measurement(step=step, value=value))
         return out
@@ -961,7 +985,9 @@ class _Chain(Sequence[T]):
         yield from self._b
 
 
-def _study(row: StudyRow) -> Study:
+def _study(row: Any, **changes: Any) -> Study:
+    if changes:
+        row = _Overlay(row, changes)
     return Study(
         id=row.id,
         name=row.name,
@@ -1000,11 +1026,16 @@ def _trial(row: Any, *, intermediate: list[Measurement] | None = None, **changes
     return Trial(**data)
 
 
-def _trial_changes(changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(changes)
-    if "meta" in out:
-        out["metadata"] = out.pop("meta")
-    return out
+class _Overlay:
+    """A row with some attributes replaced (what a row looks like after an UPDATE)."""
+
+    def __init__(self, row: Any, changes: dict[str, Any]) -> None:
+        self._row, self._changes = row, changes
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._changes:
+            return self._changes[name]
+        return getattr(self._row, name)
 
 
 def _study_not_found(name: str) -> NotFoundError:

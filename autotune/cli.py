@@ -7,6 +7,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -55,8 +56,13 @@ class _Failure(click.ClickException):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="autotune", prog_name="autotune")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="log more (-v: warnings, -vv: info)")
+def cli(verbose: int) -> None:
     """AutoTune: optimization as a service."""
+    # Library warnings (a retried database call) would clutter one-line errors; -v shows them.
+    level = {0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("autotune").setLevel(level)
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -75,6 +81,7 @@ def serve(db: str | None, host: str, port: int, workers: int, log_level: str) ->
     """Run the REST API (docs at /docs) with uvicorn."""
     import uvicorn
 
+    logging.getLogger("autotune").setLevel(log_level.upper())
     if db:
         # Each worker process builds its own app (and database pool) from the environment.
         os.environ[DB_ENV] = db

@@ -146,7 +146,7 @@ def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 @_target
 def list_cmd(client: Client, state: str | None, as_json: bool) -> None:
-    """List studies, newest first."""
+    """List studies in creation order."""
     items = client.list_studies(state=state)
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in items])

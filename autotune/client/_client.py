@@ -156,7 +156,7 @@ class Client:
         return StudyClient(self._transport, self._transport.get_study(name))
 
     def list_studies(self, state: StudyState | str | None = None) -> list[Study]:
-        """Every study (all pages), newest first, optionally only those in ``state``."""
+        """Every study (all pages) in creation order, optionally only those in ``state``."""
         state = StudyState(state) if state is not None else None
         out: list[Study] = []
         while True:

@@ -23,7 +23,7 @@ def create_study(spec: StudySpec, service: ServiceDep) -> Study:
     return service.create_study(spec)
 
 
-@router.get("", response_model=Page[Study], summary="List studies, newest first")
+@router.get("", response_model=Page[Study], summary="List studies in creation order")
 def list_studies(
     service: ServiceDep,
     state: StudyState | None = None,

@@ -25,6 +25,7 @@ from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from autotune.designers import Designer, Problem, designer_names, make_designer
 from autotune.errors import (
     AlreadyExistsError,
     AutotuneError,
@@ -203,7 +204,7 @@ class StudyService:
     ) -> None:
         self._db = Database(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self._clock = clock or _utcnow
-        self._designers: OrderedDict[tuple[int, str], Any] = OrderedDict()
+        self._designers: OrderedDict[tuple[int, datetime], tuple[Designer, Problem]] = OrderedDict()
         self._designers_lock = threading.Lock()
         if migrate:
             from autotune.storage.migrate import upgrade
@@ -247,8 +248,6 @@ class StudyService:
             AlreadyExistsError: a study of that name exists.
         """
         spec = StudySpec.parse(dict(spec) if isinstance(spec, Mapping) else spec)
-        from autotune.designers import designer_names
-
         names = designer_names()
         if spec.algorithm not in names:
             raise ValidationError(
@@ -480,11 +479,8 @@ class StudyService:
         designer_name = study.designer_info.get("designer")
         if len(configs) < count:
             n_new = count - len(configs)
-            designer = self._designer((sid, study.created_at, study.algorithm))
-            from autotune.designers import Problem
-
-            space = study.search_space()
-            problem = Problem.from_study(study)
+            designer, problem = self._designer(study)
+            space = problem.space
             completed = _LazySequence(
                 n_total - n_running - n_abandoned, lambda: self._finished_trials(s, sid)
             )
@@ -916,23 +912,22 @@ class StudyService:
         inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []
         return _trial(row, intermediate=inter, **changes)
 
-    def _designer(self, key: tuple[int, datetime, str]) -> Any:
-        """The study's designer instance (it may cache work between calls). Keyed by creation
-        time too: SQLite may reuse a deleted study's id."""
-        from autotune.designers import make_designer
-
-        algorithm = key[2]
+    def _designer(self, study: Study) -> tuple[Designer, Problem]:
+        """The study's designer instance (it may cache work between calls) and its problem
+        (the parsed space). Keyed by creation time too: SQLite may reuse a deleted study's id;
+        a study's space, objectives and algorithm never change."""
+        key = (study.id, study.created_at)
         with self._designers_lock:
-            designer = self._designers.get(key)
-            if designer is not None:
+            hit = self._designers.get(key)
+            if hit is not None:
                 self._designers.move_to_end(key)
-                return designer
-        designer = make_designer(algorithm)
+                return hit
+        hit = (make_designer(study.algorithm), Problem.from_study(study))
         with self._designers_lock:
-            self._designers[key] = designer
+            self._designers[key] = hit
             while len(self._designers) > _DESIGNER_CACHE_SIZE:
                 self._designers.popitem(last=False)
-        return designer
+        return hit
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1176,8 +1176,11 @@ def _best_numbers(study: Study, rows: list[tuple[int, dict[str, Any]]]) -> list[
     # Pareto front (all objectives minimized after the sign flip). In lexicographic order a
     # point can only be dominated by one before it, and if by any then by one on the front.
     feasible.sort(key=lambda t: (tuple(t[1]), t[0]))
-    front: list[tuple[int, np.ndarray]] = []
+    front = np.empty((len(feasible), len(names)))  # (n_front, n_objectives), filled in order
+    numbers: list[int] = []
     for number, y in feasible:
-        if not any(np.all(f <= y) and np.any(f < y) for _, f in front):
-            front.append((number, y))
-    return sorted(n for n, _ in front)
+        f = front[: len(numbers)]
+        if not np.any(np.all(f <= y, axis=1) & np.any(f < y, axis=1)):
+            front[len(numbers)] = y
+            numbers.append(number)
+    return sorted(numbers)

@@ -85,11 +85,11 @@ def normalize_url(url: str | URL | None) -> URL:
 
 
 def _sqlite_lock(database: str | None) -> threading.Lock:
-    key = (
-        os.path.realpath(database) if database and database != ":memory:" else f"mem:{id(object())}"
-    )
+    """The process-wide write lock of a SQLite file (a private one for an in-memory database)."""
+    if not database or database == ":memory:":
+        return threading.Lock()
     with _SQLITE_LOCKS_GUARD:
-        return _SQLITE_LOCKS.setdefault(key, threading.Lock())
+        return _SQLITE_LOCKS.setdefault(os.path.realpath(database), threading.Lock())
 
 
 def _sqlite_engine(url: URL, *, immediate: bool, memory: bool) -> Engine:

@@ -223,3 +223,33 @@ def test_foreign_schema_is_refused_clearly(tmp_path: Path) -> None:
 def test_unreachable_database_is_unavailable() -> None:
     with pytest.raises(UnavailableError):
         StudyService("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_in_memory_database_serves_threads() -> None:
+    import threading
+
+    svc = StudyService("sqlite://")
+    try:
+        svc.create_study(
+            {
+                "name": "m",
+                "space": {"x": {"type": "float", "low": 0, "high": 1}},
+                "algorithm": "random",
+                "max_trials": 40,
+            }
+        )
+
+        def work() -> None:
+            for _ in range(10):
+                for t in svc.suggest("m").trials:
+                    svc.observe("m", t.number, {"value": 1.0})
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert svc.list_trials("m").total == 40
+        assert svc.get_study("m").state == "completed"
+    finally:
+        svc.close()

@@ -85,6 +85,12 @@ def serve(db: str | None, host: str, port: int, workers: int, log_level: str) ->
     if db:
         # Each worker process builds its own app (and database pool) from the environment.
         os.environ[DB_ENV] = db
+    if workers > 1:
+        # Open the database once here: a bad URL or an unreachable server is one line from
+        # this process rather than a traceback from each worker, and migrations run once.
+        from autotune.service import StudyService
+
+        StudyService(db).close()
     uvicorn.run(
         "autotune.api.app:app_from_env",
         factory=True,

@@ -171,6 +171,14 @@ def test_subprocess_against_server(server_url: str, unique_name: str) -> None:
     assert p.returncode == 0, p.stderr
 
 
+def test_serve_with_a_bad_database_is_one_line() -> None:
+    for workers in ("1", "2"):
+        p = _subprocess("serve", "--db", "nonsense", "--workers", workers, "--port", "1")
+        assert p.returncode == 1
+        [line] = p.stderr.strip().splitlines()
+        assert line.startswith("error: invalid_argument:") and "nonsense" in line
+
+
 def test_subprocess_embedded_errors(db: str, unique_name: str) -> None:
     p = _subprocess("studies", "show", unique_name, env={"AUTOTUNE_DB": db})
     assert p.returncode == 0 and unique_name in p.stdout

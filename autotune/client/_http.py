@@ -5,8 +5,8 @@ backoff, as is a 503 (the server answered that it or its database is busy). An e
 request was sent (read timeout, dropped connection) is retried only for idempotent requests:
 reads, state changes that set a fixed state, heartbeats, and ``suggest``, which always carries a
 ``client_id`` (one generated per call when the caller gives none) so that the server answers a
-retried suggest with the trials it already made. ``observe``, ``fail``, ``report``, ``enqueue``
-and ``create_study`` are not retried then: an :class:`~autotune.errors.UnavailableError` says
+retried suggest with the trials it already made, and ``report``, which the service upserts by
+step. ``observe``, ``fail``, ``enqueue`` and ``create_study`` are not retried then: an :class:`~autotune.errors.UnavailableError` says
 the request may or may not have been applied.
 
 Errors in the body (``{"error": {...}}``) become the same exception classes the service raises.
@@ -198,7 +198,8 @@ class HttpTransport:
 
     def report(self, name: str, number: int, *, step: int, value: float) -> bool:
         body = {"step": step, "value": value}
-        data = self._request("POST", _trial(name, number, "report"), body=body, idempotent=False)
+        # The service upserts by (trial, step), so sending a report twice stores it once.
+        data = self._request("POST", _trial(name, number, "report"), body=body, idempotent=True)
         return bool(data["should_stop"])
 
     def fail(self, name: str, number: int, *, reason: str) -> Trial:

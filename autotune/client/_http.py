@@ -6,8 +6,8 @@ request was sent (read timeout, dropped connection) is retried only for idempote
 reads, state changes that set a fixed state, heartbeats, and ``suggest``, which always carries a
 ``client_id`` (one generated per call when the caller gives none) so that the server answers a
 retried suggest with the trials it already made, and ``report``, which the service upserts by
-step. ``observe``, ``fail``, ``enqueue`` and ``create_study`` are not retried then: an :class:`~autotune.errors.UnavailableError` says
-the request may or may not have been applied.
+step. ``observe``, ``fail``, ``enqueue`` and ``create_study`` are not retried then: an
+:class:`~autotune.errors.UnavailableError` says the request may or may not have been applied.
 
 Errors in the body (``{"error": {...}}``) become the same exception classes the service raises.
 """

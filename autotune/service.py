@@ -243,6 +243,9 @@ class StudyService:
     def create_study(self, spec: StudySpec | Mapping[str, Any]) -> Study:
         """Create a study from a spec (validated here). A missing seed is drawn and stored.
 
+        Args:
+            spec: a ``StudySpec`` or its JSON form (name, space, objectives, ...).
+
         Raises:
             ValidationError: a bad spec or an unknown algorithm.
             AlreadyExistsError: a study of that name exists.
@@ -296,13 +299,29 @@ class StudyService:
         return self._db.run(work, write=True)
 
     def get_study(self, name: str) -> Study:
-        """Raises NotFoundError for an unknown name."""
+        """The study named ``name``.
+
+        Args:
+            name: the study's unique name.
+
+        Raises:
+            NotFoundError: no study has that name.
+        """
         return self._db.run(lambda s, _: _study(self._study_row(s, name)), write=False)
 
     def list_studies(
         self, *, state: StudyState | None = None, offset: int = 0, limit: int = 50
     ) -> Page[Study]:
-        """Studies ordered by id, optionally only those in ``state``."""
+        """Studies ordered by id, with ``n_trials`` filled.
+
+        Args:
+            state: only studies in this state.
+            offset: how many to skip.
+            limit: at most this many (1 to 1000).
+
+        Raises:
+            ValidationError: a bad state, offset or limit.
+        """
         state_v = _study_state(state) if state is not None else None
         _check_page(offset, limit)
 
@@ -321,7 +340,13 @@ class StudyService:
     def set_study_state(self, name: str, state: StudyState) -> Study:
         """Pause, resume or complete a study. Completing is final.
 
+        Args:
+            name: the study.
+            state: ``active`` (resume), ``paused`` or ``completed``.
+
         Raises:
+            ValidationError: an unknown state.
+            NotFoundError: unknown study.
             ConflictError: resuming or pausing a completed study.
         """
         new = _study_state(state)
@@ -345,7 +370,14 @@ class StudyService:
         return self._db.run(work, write=True)
 
     def delete_study(self, name: str) -> None:
-        """Delete a study with its trials, intermediate values and queue."""
+        """Delete a study with its trials, intermediate values and queue.
+
+        Args:
+            name: the study.
+
+        Raises:
+            NotFoundError: unknown study.
+        """
 
         def work(s: Session, _attempt: int) -> None:
             _check_name(name)
@@ -361,8 +393,14 @@ class StudyService:
     def suggest(self, name: str, *, count: int = 1, client_id: str | None = None) -> SuggestResult:
         """Hand out up to ``count`` new running trials (fewer when ``max_trials`` is near).
 
-        With ``client_id``, a client that still has running trials gets those back instead of
-        new ones, so a retried request never leaks trials.
+        Args:
+            name: the study.
+            count: how many trials, 1 to 1000.
+            client_id: the asking worker. A client that still has running trials gets those
+                back instead of new ones, so a retried request never leaks trials.
+
+        Returns:
+            The trials (empty when the budget is used up), the study's state and the designer.
 
         Raises:
             ValidationError: ``count`` outside 1..1000 or a bad ``client_id``.
@@ -564,7 +602,13 @@ class StudyService:
         """Complete a trial with its metrics: every objective, optionally constraint metrics.
 
         A late result for an abandoned trial is accepted (and its requeued configuration
-        withdrawn if it was not handed out again).
+        withdrawn if it was not handed out again). Nothing is stored unless all is valid.
+
+        Args:
+            name: the study.
+            number: the trial's number in the study.
+            values: metric -> finite number; every objective, optionally constraint metrics.
+            metadata: JSON object merged into the trial's metadata.
 
         Raises:
             ValidationError: a missing objective, an unknown metric, a non-finite value, or
@@ -601,6 +645,12 @@ class StudyService:
         """Store an intermediate value (re-reporting a step overwrites it); refreshes the
         heartbeat. ``should_stop`` says whether the study's stopper wants the trial stopped.
 
+        Args:
+            name: the study.
+            number: the trial's number.
+            step: an integer >= 0 (epoch, boosting round, ...).
+            value: a finite number.
+
         Raises:
             ValidationError: a negative or non-integer step, a non-finite value.
             NotFoundError: unknown study or trial.
@@ -630,7 +680,12 @@ class StudyService:
         return self._db.run(work, write=True)
 
     def fail(self, name: str, number: int, *, reason: str) -> Trial:
-        """Mark a trial failed with ``reason`` (kept to its first 10,000 characters).
+        """Mark a trial failed.
+
+        Args:
+            name: the study.
+            number: the trial's number.
+            reason: why (kept to its first 10,000 characters).
 
         Raises:
             NotFoundError: unknown study or trial.
@@ -655,7 +710,11 @@ class StudyService:
         return self._db.run(work, write=True)
 
     def heartbeat(self, name: str, number: int) -> Trial:
-        """Tell the service a running trial is alive.
+        """Tell the service a running trial is alive (it is not abandoned while it beats).
+
+        Args:
+            name: the study.
+            number: the trial's number.
 
         Raises:
             NotFoundError: unknown study or trial.
@@ -675,6 +734,10 @@ class StudyService:
 
     def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig:
         """Queue a configuration of the user's to be handed out before the designer's.
+
+        Args:
+            name: the study.
+            params: a configuration of the study's space.
 
         Raises:
             ValidationError: ``params`` outside the space (naming the parameter).
@@ -701,7 +764,15 @@ class StudyService:
         return self._db.run(work, write=True)
 
     def get_trial(self, name: str, number: int) -> Trial:
-        """Raises NotFoundError for an unknown study or trial."""
+        """One trial, with its intermediate values.
+
+        Args:
+            name: the study.
+            number: the trial's number.
+
+        Raises:
+            NotFoundError: unknown study or trial.
+        """
         number = _check_number(number)
 
         def work(s: Session, _attempt: int) -> Trial:
@@ -717,7 +788,18 @@ class StudyService:
         offset: int = 0,
         limit: int = 100,
     ) -> Page[Trial]:
-        """A study's trials ordered by number, optionally only those in ``state``."""
+        """A study's trials ordered by number, with their intermediate values.
+
+        Args:
+            name: the study.
+            state: only trials in this state.
+            offset: how many to skip.
+            limit: at most this many (1 to 1000).
+
+        Raises:
+            ValidationError: a bad state, offset or limit.
+            NotFoundError: unknown study.
+        """
         state_v = _trial_state(state) if state is not None else None
         _check_page(offset, limit)
 
@@ -745,7 +827,14 @@ class StudyService:
 
     def best_trials(self, name: str) -> list[Trial]:
         """The best completed feasible trial (one objective) or the Pareto-optimal completed
-        feasible trials (several objectives, ordered by number); empty when there is none."""
+        feasible trials (several objectives, ordered by number); empty when there is none.
+
+        Args:
+            name: the study.
+
+        Raises:
+            NotFoundError: unknown study.
+        """
 
         def work(s: Session, _attempt: int) -> list[Trial]:
             study = _study(self._study_row(s, name))

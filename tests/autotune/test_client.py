@@ -294,7 +294,7 @@ def test_trial_context_sends_heartbeats(client: Client, unique_name: str) -> Non
     study = client.create_study(unique_name, {"x": Float(0, 1)}, heartbeat_grace_s=3.0)
     with study.trial() as t:
         first = study.get_trial(t.number).heartbeat_at or study.get_trial(t.number).created_at
-        time.sleep(2.5)  # heartbeat every max(1, 3/3) = 1 s
+        time.sleep(3.0)  # heartbeat every max(1, 3/3) = 1 s
         later = study.get_trial(t.number).heartbeat_at
         t.observe({"value": 1.0})
     assert later is not None and later > first

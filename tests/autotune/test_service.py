@@ -505,3 +505,85 @@ def test_odd_input_never_reaches_the_database_raw(service: StudyService, unique_
     assert service.fail(unique_name, 0, reason="bad\x00byte").error == "bad\ufffdbyte"
     with pytest.raises(NotFoundError):
         service.get_trial(unique_name, 2**70)
+
+
+_WORKER_SCRIPT = """
+import os, pathlib, sys, threading, time
+from autotune.errors import StudyNotActiveError
+from autotune.service import StudyService
+url, name, barrier, n_threads = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), int(sys.argv[4])
+svc = StudyService(url)
+(barrier / str(os.getpid())).touch()  # start together: wait for the other process
+deadline = time.time() + 60
+while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
+    time.sleep(0.005)
+done, errors = [], []
+def work():
+    try:
+        while True:
+            try:
+                r = svc.suggest(name, count=2)
+            except StudyNotActiveError:
+                return
+            if not r.trials:
+                return
+            for t in r.trials:
+                svc.observe(name, t.number, {"value": float(t.number)})
+                done.append(t.number)
+    except BaseException as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=work) for _ in range(n_threads)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+svc.close()
+print(" ".join(map(str, done)))
+print("ERRORS", errors, file=sys.stderr)
+sys.exit(1 if errors else 0)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_two_processes_share_one_study(backend: str, tmp_path: Any, request: Any) -> None:
+    """Two processes (4 threads each) suggest and observe on one study at once: numbers never
+    collide, every observe is stored and max_trials holds (migrations race in test_storage)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        url = request.getfixturevalue("postgres_databases").create("autotune_procs")
+    max_trials = 60
+    svc = StudyService(url)
+    make(svc, "shared", max_trials=max_trials, objectives={"value": "minimize"})
+    svc.close()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER_SCRIPT, url, "shared", str(barrier), "4"],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    numbers: list[int] = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+        numbers += [int(n) for n in out.split()]
+    assert sorted(numbers) == list(range(max_trials))
+    svc = StudyService(url)
+    try:
+        trials = svc.list_trials("shared", limit=1000).items
+        assert [t.number for t in trials] == list(range(max_trials))
+        assert all(t.values == {"value": float(t.number)} for t in trials)
+        assert svc.get_study("shared").state == StudyState.COMPLETED
+    finally:
+        svc.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -91,22 +90,24 @@ def test_times_are_utc_aware(sqlite_url: str) -> None:
 
 
 _MIGRATE_SCRIPT = """
-import sys, time
+import os, pathlib, sys, time
 from autotune.service import StudyService
-url, t0 = sys.argv[1], float(sys.argv[2])
-while time.time() < t0:
-    time.sleep(0.001)
+url, barrier, n = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
+(barrier / str(os.getpid())).touch()  # imports done: wait for the others, then race
+deadline = time.time() + 60
+while len(list(barrier.iterdir())) < n and time.time() < deadline:
+    time.sleep(0.002)
 svc = StudyService(url)
 svc.close()
 print("ok")
 """
 
 
-def _start_together(url: str, n: int = 2) -> None:
-    t0 = time.time() + 3.0  # both interpreters have imported everything by then
+def _start_together(url: str, barrier: Path, n: int = 2) -> None:
+    barrier.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE_SCRIPT, url, str(t0)],
+            [sys.executable, "-c", _MIGRATE_SCRIPT, url, str(barrier), str(n)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -122,7 +123,7 @@ def _start_together(url: str, n: int = 2) -> None:
 @pytest.mark.slow
 def test_two_processes_migrate_a_fresh_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    _start_together(url)
+    _start_together(url, tmp_path / "barrier")
     db = Database(url)
     try:
         assert current_revision(db) == head_revision()
@@ -132,9 +133,11 @@ def test_two_processes_migrate_a_fresh_sqlite_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_two_processes_migrate_a_fresh_postgres_database(postgres_databases: Any) -> None:
+def test_two_processes_migrate_a_fresh_postgres_database(
+    postgres_databases: Any, tmp_path: Path
+) -> None:
     url = postgres_databases.create("autotune_migrate")
-    _start_together(url)
+    _start_together(url, tmp_path / "barrier")
     db = Database(url)
     try:
         assert current_revision(db) == head_revision()

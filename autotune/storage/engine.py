@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,9 @@ RETRY_BASE_S = 0.02
 # PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not available,
 # shutdown / crash, too many connections. Class 08 (connection exceptions) is retried too.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+# Two processes opening a brand-new file race to switch it to WAL; the loser retries.
+_WAL_SWITCH_TRIES = 20
 
 _SQLITE_LOCKS: dict[str, threading.Lock] = {}
 _SQLITE_LOCKS_GUARD = threading.Lock()
@@ -115,12 +119,12 @@ def _sqlite_engine(url: URL, *, immediate: bool, memory: bool) -> Engine:
             if not memory:
                 # Switching to WAL needs a moment of exclusive access; the busy timeout above
                 # covers other connections, a few retries cover first-open races.
-                for attempt in range(20):
+                for attempt in range(_WAL_SWITCH_TRIES):
                     try:
                         cur.execute("PRAGMA journal_mode = WAL")
                         break
-                    except Exception as e:  # sqlite3.OperationalError: database is locked
-                        if "locked" not in str(e) or attempt == 19:
+                    except sqlite3.OperationalError as e:  # database is locked
+                        if "locked" not in str(e) or attempt == _WAL_SWITCH_TRIES - 1:
                             raise
                         time.sleep(0.05)
                 # FULL: an acknowledged observe survives a power cut, not only a crash.

@@ -462,7 +462,7 @@ class StudyService:
         # (2) The same client asking again gets its running trials back.
         if client_id is not None:
             rows = s.execute(
-                select(*_TRIAL_COLUMNS, _T.id)
+                select(*_TRIAL_COLUMNS, _T.id, _T.has_intermediate)
                 .where(
                     _T.study_id == sid,
                     _T.client_id == client_id,
@@ -474,7 +474,7 @@ class StudyService:
                 s.execute(
                     update(_trials).where(_T.id.in_([r.id for r in rows])).values(heartbeat_at=now)
                 )
-                trials = [_trial(r, heartbeat_at=now) for r in rows]
+                trials = self._trials_with_intermediate(s, rows, heartbeat_at=now)
                 return SuggestResult(
                     trials=trials,
                     study_state=study.state,
@@ -993,9 +993,11 @@ class StudyService:
             out.setdefault(tid, []).append(Measurement(step=step, value=value))
         return out
 
-    def _trials_with_intermediate(self, s: Session, rows: Sequence[Row[Any]]) -> list[Trial]:
+    def _trials_with_intermediate(
+        self, s: Session, rows: Sequence[Row[Any]], **changes: Any
+    ) -> list[Trial]:
         inter = self._intermediate(s, [r.id for r in rows if r.has_intermediate])
-        return [_trial(r, intermediate=inter.get(r.id, [])) for r in rows]
+        return [_trial(r, intermediate=inter.get(r.id, []), **changes) for r in rows]
 
     def _trial_from_joined(self, s: Session, row: Row[Any], **changes: Any) -> Trial:
         inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []

@@ -153,9 +153,11 @@ def test_suggest_numbering_and_count(service: StudyService, unique_name: str) ->
 def test_client_id_is_idempotent(service: StudyService, unique_name: str) -> None:
     make(service, unique_name)
     first = service.suggest(unique_name, count=2, client_id="w1")
+    service.report(unique_name, 1, step=3, value=0.5)
     again = service.suggest(unique_name, count=2, client_id="w1")
     assert [t.number for t in again.trials] == [t.number for t in first.trials] == [0, 1]
     assert [t.params for t in again.trials] == [t.params for t in first.trials]
+    assert [m.value for m in again.trials[1].intermediate] == [0.5]
     other = service.suggest(unique_name, client_id="w2")
     assert [t.number for t in other.trials] == [2]
     service.observe(unique_name, 0, {"loss": 1.0})

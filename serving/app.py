@@ -70,7 +70,7 @@ class ServingSettings:
         batching = BatchingConfig(
             enabled=_env_bool("AUTOTUNE_SERVING_BATCHING", True),
             max_batch_size=int(e.get("AUTOTUNE_SERVING_MAX_BATCH", 256)),
-            max_wait_ms=float(e.get("AUTOTUNE_SERVING_MAX_WAIT_MS", 0.5)),
+            max_wait_ms=float(e.get("AUTOTUNE_SERVING_MAX_WAIT_MS", 0.0)),
             max_queue=int(e.get("AUTOTUNE_SERVING_MAX_QUEUE", 1024)),
         )
         trusted = e.get("AUTOTUNE_SKOPS_TRUSTED_TYPES")
@@ -131,9 +131,10 @@ def install_serving(
         admin: include registration and alias moves (off for serving-only replicas).
     """
     app.state.model_server = server
+    # Routes are matched in order: the predict paths first.
+    app.include_router(v1_router, prefix=api_prefix)
     app.include_router(oip_router)
     app.include_router(metrics_router)
-    app.include_router(v1_router, prefix=api_prefix)
     if admin:
         app.include_router(admin_router, prefix=api_prefix)
 

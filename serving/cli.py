@@ -219,7 +219,9 @@ def history_cmd(
 @click.option("--workers", default=1, show_default=True, type=int)
 @click.option("--batching/--no-batching", default=True, show_default=True)
 @click.option("--max-batch", default=256, show_default=True, type=int, help="Rows per model call.")
-@click.option("--max-wait-ms", default=0.5, show_default=True, type=float)
+@click.option(
+    "--max-wait-ms", default=0.0, show_default=True, type=float, help="Wait for a fuller batch."
+)
 @click.option("--max-queue", default=1024, show_default=True, type=int, help="Then 503.")
 @click.option("--poll-s", default=1.0, show_default=True, type=float, help="Alias poll interval.")
 @click.option(

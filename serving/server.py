@@ -688,6 +688,19 @@ async def _oip_infer(request: Request, name: str, ref: str | None) -> Response:
     return Response(_dumps(body), media_type="application/json", headers={"x-request-id": call.rid})
 
 
+async def _oip_infer_fast(request: Request) -> Response:
+    p = request.path_params
+    return await _oip_infer(request, p["name"], p.get("version"))
+
+
+# The hot paths are plain Starlette routes (no dependency solving, no pydantic): they match
+# first. The FastAPI routes of the same paths below only document them in OpenAPI.
+oip_router.add_route("/models/{name}/infer", _oip_infer_fast, methods=["POST"],
+                     include_in_schema=False)  # fmt: skip
+oip_router.add_route("/models/{name}/versions/{version}/infer", _oip_infer_fast,
+                     methods=["POST"], include_in_schema=False)  # fmt: skip
+
+
 @oip_router.post("/models/{name}/infer", summary="Predict (Open Inference Protocol)")
 async def oip_infer(name: str, request: Request) -> Response:
     return await _oip_infer(request, name, None)
@@ -748,6 +761,18 @@ async def _v1_predict(request: Request, name: str, ref: str | None) -> Response:
         "request_id": call.rid,
     }
     return Response(_dumps(body), media_type="application/json", headers={"x-request-id": call.rid})
+
+
+async def _v1_predict_fast(request: Request) -> Response:
+    p = request.path_params
+    return await _v1_predict(request, p["name"], p.get("ref"))
+
+
+# Hot paths as plain Starlette routes, matched first; the FastAPI twins below document them.
+v1_router.add_route("/models/{name}/predict", _v1_predict_fast, methods=["POST"],
+                    include_in_schema=False)  # fmt: skip
+v1_router.add_route("/models/{name}/versions/{ref}/predict", _v1_predict_fast, methods=["POST"],
+                    include_in_schema=False)  # fmt: skip
 
 
 @v1_router.post(

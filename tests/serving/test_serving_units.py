@@ -44,7 +44,10 @@ def test_micro_batcher_bounds_its_queue_and_passes_errors_on():
         return x[:, 0]
 
     async def main() -> None:
-        b = MicroBatcher(slow, BatchingConfig(max_batch_size=1, max_wait_ms=0, max_queue=2))
+        # inline_rows=0: the model runs in a thread, so the loop stays free while it is busy.
+        b = MicroBatcher(
+            slow, BatchingConfig(max_batch_size=1, max_wait_ms=0, max_queue=2), inline_rows=0
+        )
         first = asyncio.ensure_future(b.predict(np.zeros((1, 1), np.float32)))
         await asyncio.sleep(0.05)  # taken by the runner, blocked in the model
         queued = [asyncio.ensure_future(b.predict(np.zeros((1, 1), np.float32))) for _ in range(2)]

@@ -1,0 +1,338 @@
+"""Model-server latency and throughput, with the floor and the ceiling measured in the same run.
+
+Rows: {model server with micro-batching, model server without, bare FastAPI endpoint} x
+{1-row, 100-row requests} x {1, 8, 32} concurrent clients, each a fixed duration of closed-loop
+``POST /v1/models/{name}/predict`` calls from ``wrk`` (C, epoll: one thread drives all clients
+without eating a core), or from a separate process with httpx threads when wrk is missing.
+Beside them: XGBoost's in-process ``inplace_predict`` on the same rows (the floor: no HTTP, no
+JSON) and a bare FastAPI endpoint on the same uvicorn that returns a constant (the framework's
+ceiling). Results go to ``benchmarks/results/serving.json`` and a markdown table.
+
+Usage: ``python benchmarks/serving.py [--seconds 4] [--quick] [--loadgen wrk|httpx]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# This file is called serving.py: keep its folder off sys.path so that ``serving`` is the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
+RESULTS = Path(__file__).parent / "results" / "serving.json"
+MODEL = "bench"
+N_TREES = 100  # a typical tuned booster: 100 trees of depth 6
+CLIENTS = (1, 8, 32)
+ROWS = (1, 100)
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("%(body)s", "rb")
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "p50_us": %%.1f, "p99_us": %%.1f, "errors": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bare_app() -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict(name: str) -> dict[str, Any]:
+        return {"model": name, "version": 1, "alias": "production", "predictions": [0.5]}
+
+    return app
+
+
+def train(tmp: Path) -> tuple[Any, list[str], np.ndarray, str, Path]:
+    """Train, register and promote the benchmark model; returns what the runs need."""
+    import xgboost as xgb
+    from sklearn.datasets import load_breast_cancer
+
+    from serving.registry import ModelRegistry
+
+    x, y = load_breast_cancer(return_X_y=True)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 6, "nthread": 1, "seed": 0},
+        xgb.DMatrix(x, label=y, feature_names=names),
+        N_TREES,
+    )
+    db = f"sqlite:///{tmp / 'bench.db'}"
+    store = tmp / "store"
+    reg = ModelRegistry(db, store=store)
+    examples = [dict(zip(names, map(float, x[i]), strict=True)) for i in range(4)]
+    v = reg.register(
+        MODEL, artifact=bytes(booster.save_raw("ubj")), format="xgboost-ubj",
+        signature=names, input_example=examples,
+    )  # fmt: skip
+    reg.promote(MODEL, v.version, reason="benchmark")
+    reg.close()
+    booster.set_param({"nthread": 1})
+    return booster, names, x, db, store
+
+
+def floor(booster: Any, x: np.ndarray, seconds: float) -> dict[str, Any]:
+    """In-process inplace_predict on the same rows: per-call latency and rows per second."""
+    out: dict[str, Any] = {}
+    for n in ROWS:
+        batch = np.ascontiguousarray(np.resize(x, (n, x.shape[1])).astype(np.float32))
+        lat = []
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            booster.inplace_predict(batch, validate_features=False)
+            lat.append(time.perf_counter() - t)
+        arr = np.array(lat) * 1000
+        out[f"{n}_row"] = {
+            "p50_ms": round(float(np.percentile(arr, 50)), 4),
+            "p99_ms": round(float(np.percentile(arr, 99)), 4),
+            "calls_per_s": round(len(arr) / seconds, 1),
+            "rows_per_s": round(len(arr) * n / seconds, 1),
+        }
+    return out
+
+
+def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd} exited:\n{log.read_text()}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{cmd} did not start:\n{log.read_text()}")
+
+
+def run_wrk(url: str, body: Path, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+    script = tmp / "post.lua"
+    script.write_text(WRK_SCRIPT % {"body": body})
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    secs = res["duration_us"] / 1e6
+    return {
+        "requests_per_s": res["requests"] / secs,
+        "p50_ms": res["p50_us"] / 1000,
+        "p99_ms": res["p99_us"] / 1000,
+        "errors": res["errors"],
+        "requests": res["requests"],
+    }
+
+
+def httpx_worker(url: str, body_path: str, clients: int, seconds: float) -> None:
+    """The fallback load generator (run in its own process): closed-loop httpx threads."""
+    import threading
+
+    import httpx
+
+    body = Path(body_path).read_bytes()
+    lat: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    def loop() -> None:
+        nonlocal errors
+        with httpx.Client(headers={"content-type": "application/json"}) as c:
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = c.post(url, content=body)
+                lat.append(time.perf_counter() - t)
+                errors += r.status_code != 200
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    arr = np.array(lat) * 1000
+    print(json.dumps({
+        "requests_per_s": len(arr) / seconds, "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)), "errors": errors, "requests": len(arr),
+    }))  # fmt: skip
+
+
+def run_httpx(url: str, body: Path, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--httpx-worker", url, str(body), str(clients), str(seconds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=4.0, help="per row of the table")
+    p.add_argument("--quick", action="store_true", help="1 s per row (a smoke run)")
+    p.add_argument("--loadgen", choices=["wrk", "httpx"], default=None)
+    p.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    p.add_argument("--httpx-worker", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_bare:
+        import uvicorn
+
+        uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning",
+                    access_log=False)  # fmt: skip
+        return
+    if args.httpx_worker:
+        url, body, clients, seconds = args.httpx_worker
+        httpx_worker(url, body, int(clients), float(seconds))
+        return
+
+    seconds = 1.0 if args.quick else args.seconds
+    loadgen = args.loadgen or ("wrk" if shutil.which("wrk") else "httpx")
+    run_load = run_wrk if loadgen == "wrk" else run_httpx
+    tmp = Path(tempfile.mkdtemp(prefix="autotune-bench-serving-"))
+    booster, names, x, db, store = train(tmp)
+    bodies = {}
+    for n in ROWS:
+        rows = [dict(zip(names, map(float, x[i % len(x)]), strict=True)) for i in range(n)]
+        bodies[n] = tmp / f"body_{n}.json"
+        bodies[n].write_text(json.dumps({"rows": rows}))
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadgen": f"{loadgen} (1 thread, closed loop)",
+            "server": "uvicorn, 1 worker, h11, asyncio loop (no uvloop/httptools installed)",
+        },
+        "model": f"XGBoost binary:logistic, {N_TREES} trees depth 6, 30 float features",
+        "seconds_per_row": seconds,
+    }
+    print(f"floor: in-process inplace_predict ({seconds:.0f} s each)...", flush=True)
+    results["floor_inplace_predict"] = floor(booster, x, seconds)
+
+    targets = {
+        "batching": ["-m", "serving.cli", "serve-models", "--batching"],
+        "no_batching": ["-m", "serving.cli", "serve-models", "--no-batching"],
+        "bare_fastapi": [__file__],
+    }
+    runs: list[dict[str, Any]] = []
+    for target, argv in targets.items():
+        port = free_port()
+        if target == "bare_fastapi":
+            cmd = [sys.executable, *argv, "--serve-bare", str(port)]
+        else:
+            cmd = [sys.executable, *argv, "--port", str(port), "--db", db, "--store", str(store),
+                   "--serving-only", "--log-level", "warning"]  # fmt: skip
+        proc = start(cmd, port, tmp / f"{target}.log")
+        url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
+        try:
+            if target != "bare_fastapi":  # the server answers what XGBoost answers in-process
+                import httpx
+
+                got = httpx.post(url, content=bodies[100].read_bytes(), timeout=10).json()
+                want = booster.inplace_predict(
+                    np.resize(x, (100, x.shape[1])).astype(np.float32), validate_features=False
+                )
+                np.testing.assert_allclose(got["predictions"], want, rtol=1e-6)
+            for n in ROWS:
+                run_load(url, bodies[n], 8, 1.0, tmp)  # warm up
+                for clients in CLIENTS:
+                    r = run_load(url, bodies[n], clients, seconds, tmp)
+                    row = {"target": target, "rows_per_request": n, "clients": clients,
+                           "requests_per_s": round(r["requests_per_s"], 1),
+                           "rows_per_s": round(r["requests_per_s"] * n, 1),
+                           "p50_ms": round(r["p50_ms"], 3), "p99_ms": round(r["p99_ms"], 3),
+                           "errors": r["errors"]}  # fmt: skip
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    results["runs"] = runs
+
+    def get(target: str, n: int, c: int) -> dict[str, Any]:
+        return next(
+            r for r in runs if (r["target"], r["rows_per_request"], r["clients"]) == (target, n, c)
+        )
+
+    one8 = get("batching", 1, 8)
+    best_single = max(
+        get(t, 1, c)["rows_per_s"] for t in ("batching", "no_batching") for c in CLIENTS
+    )
+    results["targets"] = {
+        "single_row_p50_ms_at_8_clients": {"value": one8["p50_ms"], "target": 2.0,
+                                           "met": one8["p50_ms"] < 2.0},
+        "single_row_p99_ms_at_8_clients": {"value": one8["p99_ms"], "target": 10.0,
+                                           "met": one8["p99_ms"] < 10.0},
+        "throughput_vs_bare_at_8_clients": {
+            "value": round(one8["requests_per_s"] / get("bare_fastapi", 1, 8)["requests_per_s"], 3),
+            "target": 0.8,
+        },
+        "throughput_vs_bare_at_32_clients": {
+            "value": round(get("batching", 1, 32)["requests_per_s"]
+                           / get("bare_fastapi", 1, 32)["requests_per_s"], 3),
+            "target": 0.8,
+        },
+        "batching_on_vs_off_single_row_32_clients": {
+            "value": round(get("batching", 1, 32)["rows_per_s"]
+                           / get("no_batching", 1, 32)["rows_per_s"], 3),
+            "target": 5.0,
+        },
+        "rows_per_s_100_row_vs_best_single_row": {
+            "value": round(get("batching", 100, 32)["rows_per_s"] / best_single, 2),
+            "target": 5.0,
+        },
+    }  # fmt: skip
+    for t in results["targets"].values():
+        t.setdefault("met", t["value"] >= t["target"])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    f = results["floor_inplace_predict"]
+    print("\n| target | rows/req | clients | req/s | rows/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in runs:
+        print(f"| {r['target']} | {r['rows_per_request']} | {r['clients']} | "
+              f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.2f} | "
+              f"{r['p99_ms']:.2f} | {r['errors']} |")  # fmt: skip
+    for n in ROWS:
+        fl = f[f"{n}_row"]
+        print(f"| floor: inplace_predict in-process | {n} | 1 | {fl['calls_per_s']:.0f} | "
+              f"{fl['rows_per_s']:.0f} | {fl['p50_ms']:.3f} | {fl['p99_ms']:.3f} | - |")  # fmt: skip
+    print()
+    for k, t in results["targets"].items():
+        print(f"{k}: {t['value']} (target {t['target']}) {'met' if t['met'] else 'NOT met'}")
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -589,3 +589,33 @@ def test_two_processes_share_one_study(backend: str, tmp_path: Any, request: Any
         assert svc.get_study("shared").state == StudyState.COMPLETED
     finally:
         svc.close()
+
+
+def test_suggest_and_observe_are_a_few_statements(service: StudyService, unique_name: str) -> None:
+    """One short transaction each: the hot path must not grow queries (or load the history for a
+    designer that only needs its size)."""
+    from sqlalchemy import event
+
+    make(service, unique_name, max_trials=1000)
+    for _ in range(5):  # some history, so loading it would show
+        (t,) = service.suggest(unique_name).trials
+        service.observe(unique_name, t.number, {"loss": 1.0})
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "SELECT 1", "PRAGMA")):
+            statements.append(statement)
+
+    engine = service.db.write_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        (t,) = service.suggest(unique_name).trials
+        n_suggest = len(statements)
+        service.observe(unique_name, t.number, {"loss": 1.0})
+        n_observe = len(statements) - n_suggest
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # study (locked), abandon silent trials, counts, pop queue, insert trials, update study
+    assert n_suggest <= 6, statements
+    # trial with its study, guarded update
+    assert n_observe <= 2, statements[n_suggest:]

@@ -39,6 +39,7 @@ __all__ = [
     "IntermediateValueRow",
     "QueueRow",
     "UTCDateTime",
+    "BigIntPK",
     "JSONType",
     "MAX_CLIENT_ID",
 ]

@@ -70,6 +70,10 @@ _HEARTBEAT_FRACTION = 1 / 3
 _MIN_HEARTBEAT_S = 1.0
 _FAILURE_REASON_CHARS = 2_000
 _DASK_ALLOWED_FAILURES = 10
+# Trials suggested ahead of need: a freed worker starts the next trial without waiting for the
+# designer; the suggestion is made while the workers are busy.
+PREFETCH = 1
+_SLOTS_REFRESH_S = 1.0
 _MAX_RESUBMITS = 5  # reruns of one trial because its input data was lost (not its fault)
 _WORKER_WAIT_S = 300.0  # how long to wait for a first worker (a cluster starting up)
 _FINISHED = (TrialState.COMPLETED, TrialState.FAILED, TrialState.PRUNED)
@@ -88,6 +92,8 @@ class TrialOutcome:
     duration_s: float = 0.0
     worker: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0  # time.time() on the worker, for utilization
+    ended_at: float = 0.0
 
 
 @dataclass
@@ -100,6 +106,7 @@ class RunResult:
         ran: outcomes of the trials this call ran, in completion order.
         best: the best trial so far (None when nothing completed or several objectives).
         elapsed_s: wall time of this call.
+        setup_s: of which before the first trial was submitted (service, data, cluster).
         dashboard: the Dask dashboard address.
     """
 
@@ -111,6 +118,7 @@ class RunResult:
     best: Trial | None
     elapsed_s: float
     dashboard: str | None = None
+    setup_s: float = 0.0
 
     @property
     def n_trials(self) -> int:
@@ -159,6 +167,11 @@ def _connect(address: str) -> Any:
                 client = autotune.Client(db=address)
             _CLIENTS[address] = client
         return client
+
+
+def _warm_up(address: str) -> None:
+    """Open this worker's service connection before the first trial needs it."""
+    _connect(address)
 
 
 class _ServiceReporter:
@@ -293,6 +306,7 @@ def _start_attempt(task: _TrialTask) -> int:
 def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
     """Run one trial on a worker. Never raises for a trainer's error: it comes back as text."""
     start = time.perf_counter()
+    started_at = time.time()
     try:
         from distributed import get_worker
 
@@ -323,6 +337,8 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
             error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS],
             duration_s=time.perf_counter() - start,
             worker=worker,
+            started_at=started_at,
+            ended_at=time.time(),
         )
     return TrialOutcome(
         number=task.number,
@@ -333,6 +349,8 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
         duration_s=time.perf_counter() - start,
         worker=worker,
         info={**result.info, "reports_sent": reporter.sent},
+        started_at=started_at,
+        ended_at=time.time(),
     )
 
 
@@ -517,9 +535,10 @@ def run_study(
         grace = info.heartbeat_grace_s
         heartbeat_s = max(_MIN_HEARTBEAT_S, grace * _HEARTBEAT_FRACTION) if grace else None
 
-        existing = _with_retry(study.trials, what="trials", timeout_s=reconnect_timeout_s)
-        n_finished = sum(t.state in _FINISHED for t in existing)
-        orphans = [t for t in existing if t.state == TrialState.RUNNING]
+        n_finished = sum(_count(study, state, reconnect_timeout_s) for state in _FINISHED)
+        orphans = _with_retry(
+            lambda: study.trials(TrialState.RUNNING), what="trials", timeout_s=reconnect_timeout_s
+        )
         if n_finished >= budget and not orphans:
             if progress:
                 print(
@@ -641,16 +660,36 @@ def _loop(
     resubmitted: dict[int, int] = {}
     ran: list[TrialOutcome] = []
     exhausted = False
+    with contextlib.suppress(Exception):  # only an optimisation: trials connect lazily anyway
+        dask.run(_warm_up, address)
     ship_data()
     for t in orphans:  # an interrupted run's trials: run them again under their numbers
         submit(t)
 
+    ready: list[Trial] = []  # suggested ahead, handed to the next free worker at once
+    slots_seen = [0, -math.inf]  # (worker threads, when counted)
+
+    def slots() -> int:
+        now = time.monotonic()
+        if now - slots_seen[1] > _SLOTS_REFRESH_S:  # one scheduler round trip, not per trial
+            slots_seen[:] = [sum(dask.nthreads().values()) or 1, now]
+        return int(slots_seen[0])
+
     def fill() -> None:
+        """Give every free worker thread a trial, then suggest ``PREFETCH`` ahead.
+
+        A trial suggested ahead is running for the service (so the designer counts it as
+        pending), and the next free worker starts it without waiting for a suggest.
+        """
         nonlocal exhausted
+        free = slots() - len(running)
+        while free > 0 and ready:
+            submit(ready.pop(0))
+            free -= 1
         if exhausted:
             return
-        slots = sum(dask.nthreads().values()) or 1
-        want = min(slots - len(running), budget - n_finished - len(running))
+        left = budget - n_finished - len(running) - len(ready)
+        want = min(max(free, 0) + PREFETCH - len(ready), left)
         if want <= 0:
             return
         try:
@@ -660,16 +699,29 @@ def _loop(
         # The service's budget counts running trials, so an empty answer is final.
         exhausted = not trials
         for t in trials:
-            submit(t)
+            if free > 0:
+                submit(t)
+                free -= 1
+            else:
+                ready.append(t)
 
+    setup_s = time.perf_counter() - start
     fill()
-    while running:
+    while running or ready:
+        if not running:
+            fill()
+            continue
         fut = next(done)
         trial, copy = running.pop(fut)
+        n_finished += 1
+        # The freed worker gets its next trial before anything else: fetching this result and
+        # recording it happen while that trial already runs.
+        fill()
         outcome, data_lost = _outcome_of(fut, trial.number)
         if data_lost and resubmitted.get(trial.number, 0) < _MAX_RESUBMITS:
             # Every worker holding the scattered data died (their trials were retried or
             # failed already): ship it again and run this trial again.
+            n_finished -= 1
             resubmitted[trial.number] = resubmitted.get(trial.number, 0) + 1
             if copy == len(data_refs):
                 logger.warning("the training data was lost with its workers; shipping it again")
@@ -677,13 +729,12 @@ def _loop(
             submit(trial)
             continue
         values = _record(study, outcome, reported, call)
-        n_finished += 1
         ran.append(outcome)
         bar.update(outcome, values)
-        fill()
     bar.close()
 
     result = _result(spec, study, ran, start, dashboard, reconnect_timeout_s)
+    result.setup_s = setup_s
     best = result.best
     if progress:
         best_text = f"best {metric} {best.values[metric]:.6g} (trial {best.number})" if best else ""
@@ -696,6 +747,10 @@ def _loop(
     return result
 
 
+def _count(study: Any, state: TrialState, timeout_s: float) -> int:
+    return _with_retry(lambda: study.count_trials(state), what="count", timeout_s=timeout_s)
+
+
 def _result(
     spec: RunSpec,
     study: Any,
@@ -704,10 +759,7 @@ def _result(
     dashboard: str | None,
     reconnect_timeout_s: float,
 ) -> RunResult:
-    counts = dict.fromkeys(_FINISHED, 0)
-    for t in _with_retry(study.trials, what="trials", timeout_s=reconnect_timeout_s):
-        if t.state in counts:
-            counts[t.state] += 1
+    counts = {state: _count(study, state, reconnect_timeout_s) for state in _FINISHED}
     best: Trial | None = None
     if len(spec.objectives) == 1:
         found = _with_retry(lambda: study.best_trials, what="best", timeout_s=reconnect_timeout_s)

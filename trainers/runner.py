@@ -439,6 +439,25 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
+def _check_same_study(spec: RunSpec, info: Study) -> None:
+    """Resume only the study this spec made: a same-named study with another space or other
+    objectives would mix incomparable trials."""
+    from autotune.space import SearchSpace
+
+    for key, stored, wanted in (
+        ("space", SearchSpace(info.space), SearchSpace(spec.space)),
+        ("objectives", dict(info.objectives), dict(spec.objectives)),
+    ):
+        if stored != wanted:
+            raise ValidationError(
+                f"{spec.source}: name: a study named {spec.name!r} already exists with a "
+                f"different {key}; rename the study in the spec, or delete the old one "
+                f"(autotune studies delete {spec.name})",
+                field="name",
+                details={"file": spec.source, "key": "name"},
+            )
+
+
 def _start_dask(*, workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     """(dask client, cluster we own or None)."""
     import dask
@@ -524,6 +543,7 @@ def run_study(
         except ValidationError as e:  # the service refused the spec: name the file
             raise ValidationError(f"{spec.source}: {e.message}", details=e.details) from None
         info = study.info
+        _check_same_study(spec, info)
         if info.max_trials is not None and info.max_trials < budget:
             logger.warning(
                 "study %r was created with max_trials=%d; running up to that, not %d",

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import autotune
 from autotune.errors import AutotuneError, ValidationError
+from autotune.storage.engine import Database
 from serving.batching import BatchingConfig
 from serving.loaders import DEFAULT_SKOPS_TRUSTED_TYPES, LoaderOptions
 from serving.registry import ModelRegistry
@@ -97,13 +98,14 @@ class ServingSettings:
 
 def build_model_server(
     *,
-    db_url: str | None = None,
+    db_url: str | Database | None = None,
     artifact_dir: str | None = None,
     config: ServerConfig | None = None,
     resolver: FeatureResolver | None = None,
     migrate: bool = True,
 ) -> ModelServer:
-    """A model server over the registry in ``db_url`` (the studies' database)."""
+    """A model server over the registry in ``db_url`` (the studies' database: a URL, or the
+    service's own :class:`autotune.storage.Database` to share its connection pool)."""
     registry = ModelRegistry(db_url, store=artifact_dir, migrate=migrate)
     return ModelServer(registry, config, resolver=resolver)
 

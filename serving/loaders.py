@@ -197,52 +197,85 @@ def _load_skops(data: bytes, version: ModelVersion, options: LoaderOptions) -> P
 class _TorchPredictor:
     framework = "torch"
 
-    def __init__(self, module: Any, task: str | None) -> None:
+    def __init__(
+        self,
+        module: Any,
+        task: str | None,
+        *,
+        x_mean: Any = None,
+        x_std: Any = None,
+        y_mean: float = 0.0,
+        y_std: float = 1.0,
+    ) -> None:
         import torch
 
         self._torch = torch
         self.module = module.eval()
         self.task = task
+        self.x_mean, self.x_std = x_mean, x_std
+        self.y_mean, self.y_std = float(y_mean), float(y_std)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(x))
+            t = torch.from_numpy(x)
+            if self.x_mean is not None:
+                t = (t - self.x_mean) / self.x_std
+            out = self.module(t)  # (n_rows, n_out)
             if self.task == "classification":
                 out = torch.sigmoid(out) if out.shape[-1] == 1 else torch.softmax(out, dim=-1)
         y = out.numpy()
-        return y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+        if self.task == "classification":
+            # One probability per row for binary models, as XGBoost gives: P(class 1).
+            return y[:, -1] if y.shape[1] <= 2 else y
+        return y[:, 0] * self.y_std + self.y_mean if y.shape[1] == 1 else y
 
 
 @register_loader("torch-state-dict")
 def _load_torch(data: bytes, version: ModelVersion, options: LoaderOptions) -> Predictor:
-    """A multilayer perceptron rebuilt from its state_dict: ``Linear`` layers in key order with
-    ``params["activation"]`` (default relu) between them. ``weights_only=True`` means the
-    unpickler builds tensors and containers only."""
+    """A multilayer perceptron rebuilt from its weights: ``Linear`` layers in key order with the
+    activation between them (dropout is a no-op when predicting). Two layouts load:
+
+    - a bare ``state_dict`` (activation from ``params["activation"]``, task from the output
+      schema);
+    - the torch trainer's payload ``{"state_dict", "config", "x_mean", "x_std", "y_mean",
+      "y_std"}``, whose standardization is applied around the network.
+
+    ``weights_only=True``: the unpickler builds tensors and plain containers only.
+    """
     import torch
 
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ModelLoadError("a torch artifact must be a state_dict (a dict of tensors)")
-    weights = [k for k in state if k.endswith("weight") and state[k].ndim == 2]
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict):
+        raise ModelLoadError("a torch artifact must be a state_dict or the trainer's payload")
+    if isinstance(payload.get("state_dict"), dict):
+        state = payload["state_dict"]
+        cfg = payload.get("config") or {}
+        activation = cfg.get("activation", version.params.get("activation", "relu"))
+        task = cfg.get("task") or version.output_schema.task
+        extra = {k: payload[k] for k in ("x_mean", "x_std", "y_mean", "y_std") if k in payload}
+    else:
+        state, extra = payload, {}
+        activation = version.params.get("activation", "relu")
+        task = version.output_schema.task
+    weights = [k for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
     if not weights:
         raise ModelLoadError("the state_dict has no Linear layer weights")
-    act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "gelu": torch.nn.GELU}[
-        str(version.params.get("activation", "relu"))
-    ]
+    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "gelu": torch.nn.GELU}
+    if activation not in acts:
+        raise ModelLoadError(f"unknown activation {activation!r}; known: {sorted(acts)}")
     layers: list[Any] = []
     new_state: dict[str, Any] = {}
     for i, key in enumerate(weights):
         w = state[key]
-        prefix = key[: -len("weight")]
-        bias = state.get(prefix + "bias")
+        bias = state.get(key[: -len("weight")] + "bias")
         idx = len(layers)
         layers.append(torch.nn.Linear(w.shape[1], w.shape[0], bias=bias is not None))
         new_state[f"{idx}.weight"] = w
         if bias is not None:
             new_state[f"{idx}.bias"] = bias
         if i < len(weights) - 1:
-            layers.append(act())
+            layers.append(acts[activation]())
     module = torch.nn.Sequential(*layers)
     module.load_state_dict(new_state)
     if layers[0].in_features != len(version.signature.inputs):
@@ -250,4 +283,4 @@ def _load_torch(data: bytes, version: ModelVersion, options: LoaderOptions) -> P
             f"the first layer takes {layers[0].in_features} inputs, the signature lists "
             f"{len(version.signature.inputs)}"
         )
-    return _TorchPredictor(module.float(), version.output_schema.task)
+    return _TorchPredictor(module.float(), task, **extra)

@@ -69,6 +69,8 @@ __all__ = [
 log = logging.getLogger("autotune.serving")
 # Rows in one request; bigger inputs belong to a batch job, not an online endpoint.
 MAX_ROWS = 10_000
+# A version that failed to load (or failed its check) is retried by the poller after this long.
+LOAD_RETRY_S = 30.0
 # Large requests run in a worker thread so the event loop keeps serving small ones.
 INLINE_ROWS = 512
 
@@ -193,10 +195,12 @@ class ModelServer:
         # Published snapshots: replaced whole (never mutated), so readers need no lock.
         self._aliases: dict[tuple[str, str], int] = {}
         self._latest: dict[str, int] = {}
+        self._in_registry: frozenset[tuple[str, str]] = frozenset()  # aliases, loaded or not
         self._previous: dict[tuple[str, str], int] = {}
         self._loaded: dict[tuple[str, int], LoadedVersion] = {}
         self._versions: dict[tuple[str, int], ModelVersion] = {}
         self._load_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._failed: dict[tuple[str, int], float] = {}  # versions that failed to load, when
         self._guard = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -252,18 +256,24 @@ class ModelServer:
                     continue
                 name = key[0]
                 if self.config.preload or (name, current.get(key, -1)) in self._loaded:
+                    failed_at = self._failed.get((name, version))
+                    if failed_at is not None and time.monotonic() - failed_at < LOAD_RETRY_S:
+                        continue
                     try:
                         self._load(name, version)
                     except AutotuneError as e:
-                        # Keep serving the old holder; the next poll tries again.
+                        # Keep serving the old holder; try this version again in a while.
+                        self._failed[(name, version)] = time.monotonic()
                         log.error("not swapping %s:%s to v%s: %s", name, key[1], version, e)
                         continue
+                    self._failed.pop((name, version), None)
                 if key in current:
                     previous[key] = current[key]
                 aliases[key] = version
             for key in set(aliases) - set(table):
                 del aliases[key]
             self._aliases = aliases
+            self._in_registry = frozenset(table)
             self._latest = latest
             self._previous = previous
             self.ready = True
@@ -278,9 +288,10 @@ class ModelServer:
                 key=lambda k: self._loaded[k].last_used,
                 reverse=True,
             )
-            for k in others[self.config.max_loaded :]:
-                # Requests holding it finish normally; it is only dropped from the map.
-                del self._loaded[k]
+            drop = set(others[self.config.max_loaded :])
+            if drop:
+                # Requests holding one finish normally; it is only dropped from the (new) map.
+                self._loaded = {k: v for k, v in self._loaded.items() if k not in drop}
 
     # -------------------------------------------------------------------------------- loading
 
@@ -344,7 +355,7 @@ class ModelServer:
         v = self._aliases.get((name, alias))
         if v is not None:
             return v, alias
-        if r is None and name in self._latest and (name, DEFAULT_ALIAS) not in self._aliases:
+        if r is None and name in self._latest and (name, DEFAULT_ALIAS) not in self._in_registry:
             return self._latest[name], None
         return None
 
@@ -359,15 +370,15 @@ class ModelServer:
             lv = await asyncio.to_thread(self._load, name, version)
         return lv, alias
 
-    async def predict_rows(
-        self, name: str, ref: int | str | None, payload: Any
-    ) -> tuple[LoadedVersion, str | None, np.ndarray, np.ndarray]:
-        """Validate ``{"rows": [...]}`` or ``{"entities": [...]}`` and predict."""
+    async def features_to_matrix(self, lv: LoadedVersion, payload: Any) -> np.ndarray:
+        """Validate ``{"rows": [...]}`` or ``{"entities": [...]}`` into the model's matrix.
+
+        Entities go through the feature resolver first, then the same signature check.
+        """
         if not isinstance(payload, dict):
             raise InvalidInputError(
                 'the body must be an object {"rows": [{feature: value}, ...]}', field="body"
             )
-        lv, alias = await self.get(name, ref)
         keys = payload.keys() - {"id", "parameters"}
         if keys == {"rows"}:
             rows = payload["rows"]
@@ -383,12 +394,7 @@ class ModelServer:
             raise InvalidInputError(
                 f"{len(rows)} rows in one request; at most {MAX_ROWS}", field="rows"
             )
-        x = lv.version.signature.to_matrix(rows)
-        y = await lv.predict(x)
-        return lv, alias, x, y
-
-    async def predict_matrix(self, lv: LoadedVersion, x: np.ndarray) -> np.ndarray:
-        return await lv.predict(x)
+        return lv.version.signature.to_matrix(rows)
 
     async def _resolve_entities(self, lv: LoadedVersion, entities: Any) -> Any:
         if self.resolver is None:
@@ -405,8 +411,9 @@ class ModelServer:
 
     # --------------------------------------------------------------------------- alias moves
 
-    def after_alias_move(self) -> None:
-        """Pick up a move made through this server at once (others see it within a poll)."""
+    def after_registry_change(self) -> None:
+        """Pick up a registration or alias move made through this server at once (other
+        servers see it within a poll)."""
         self.refresh()
 
     def import_path(self, path: str) -> Path:
@@ -425,9 +432,10 @@ class ModelServer:
     def health(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "loaded": sorted(f"{n}:{v}" for n, v in self._loaded),
+            "loaded": sorted(f"{n}:{v}" for n, v in list(self._loaded)),
             "aliases": {f"{n}:{a}": v for (n, a), v in sorted(self._aliases.items())},
             "last_poll_error": self.last_poll_error,
+            "failed_loads": sorted(f"{n}:{v}" for n, v in list(self._failed)),
         }
 
 
@@ -476,6 +484,9 @@ class _Call:
         self.rows = 0
         self.t0 = time.perf_counter()
         self.rid = new_request_id(request.headers)
+
+    def resolved(self, lv: LoadedVersion, alias: str | None) -> None:
+        self.name, self.version, self.alias = lv.version.name, lv.label, alias or ""
 
     def done(self, code: int) -> float:
         seconds = time.perf_counter() - self.t0
@@ -656,7 +667,7 @@ async def _oip_infer(request: Request, name: str, ref: str | None) -> Response:
         if not isinstance(payload, dict):
             raise InvalidInputError('the body must be an object {"inputs": [...]}', field="body")
         lv, alias = await server.get(name, ref)
-        call.version, call.alias = lv.label, alias or ""
+        call.resolved(lv, alias)
         x = _oip_matrix(lv.version.signature, payload.get("inputs"))
         call.rows = x.shape[0]
         y = await lv.predict(x)
@@ -741,8 +752,11 @@ async def _v1_predict(request: Request, name: str, ref: str | None) -> Response:
     call = _Call(server, name, "v1_predict", request)
     try:
         payload = _parse_json(await request.body())
-        lv, alias, x, y = await server.predict_rows(name, ref, payload)
-        call.version, call.alias, call.rows = lv.label, alias or "", x.shape[0]
+        lv, alias = await server.get(name, ref)
+        call.resolved(lv, alias)
+        x = await server.features_to_matrix(lv, payload)
+        call.rows = x.shape[0]
+        y = await lv.predict(x)
     except AutotuneError as e:
         call.done(e.status)
         return _error_response(e, call.rid)
@@ -849,6 +863,11 @@ def _actor(body_actor: str | None, request: Request) -> str:
     return body_actor or request.headers.get("x-actor") or "api"
 
 
+@v1_router.get("/serving/status", summary="What this server has loaded and which aliases it sees")
+def serving_status(request: Request) -> dict[str, Any]:
+    return _server(request).health()
+
+
 @v1_router.get("/models", response_model=ModelList, summary="Every model, its versions and aliases")
 def list_models(request: Request) -> Any:
     return {"models": _server(request).registry.list_models()}
@@ -891,7 +910,7 @@ def register(name: str, body: RegisterBody, request: Request) -> ModelVersion:
             ) from None
     else:
         artifact = server.import_path(body.artifact_path or "")
-    return server.registry.register(
+    version = server.registry.register(
         name,
         artifact=artifact,
         format=body.format,
@@ -904,6 +923,8 @@ def register(name: str, body: RegisterBody, request: Request) -> ModelVersion:
         description=body.description,
         actor=_actor(body.actor, request),
     )
+    server.after_registry_change()
+    return version
 
 
 @admin_router.put(
@@ -920,7 +941,7 @@ def promote(name: str, alias: str, body: PromoteBody, request: Request) -> Alias
         reason=body.reason,
         expected_version=expected,
     )
-    server.after_alias_move()
+    server.after_registry_change()
     return event
 
 
@@ -930,7 +951,7 @@ def promote(name: str, alias: str, body: PromoteBody, request: Request) -> Alias
 def remove_alias(name: str, alias: str, request: Request) -> AliasEvent:
     server = _server(request)
     event = server.registry.remove_alias(name, alias, actor=_actor(None, request))
-    server.after_alias_move()
+    server.after_registry_change()
     return event
 
 
@@ -944,7 +965,7 @@ def rollback(name: str, alias: str, request: Request, body: ActorBody | None = N
     event = server.registry.rollback(
         name, alias, actor=_actor(body.actor if body else None, request)
     )
-    server.after_alias_move()
+    server.after_registry_change()
     return event
 
 
@@ -984,5 +1005,5 @@ def promote_if_better(
         actor=_actor(body.actor, request),
     )
     if result.promoted:
-        server.after_alias_move()
+        server.after_registry_change()
     return result

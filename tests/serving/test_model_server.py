@@ -263,3 +263,30 @@ def test_hot_swap_under_steady_load_fails_no_request(live, models):
     for s in seen:  # each client sees 1 ... 2 ... 1, never flapping
         changes = [b for a, b in zip(s, s[1:], strict=False) if a != b]
         assert changes == [2, 1], changes
+
+
+def test_a_corrupt_new_version_is_not_swapped_in(live, models):
+    """The server verifies the artifact before swapping: the old version keeps answering."""
+    server, reg, _ = live
+    register(reg, models, "guard", which="small")
+    v2 = register(reg, models, "guard", which="small_json")
+    reg.promote("guard", 1)
+    rows = {"rows": models.examples}
+    with server.client() as c:  # wait until the poller has swapped production to v1
+        deadline = time.monotonic() + 5
+        while c.get("/v1/serving/status").json()["aliases"].get("guard:production") != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    path = reg.store.path_of(v2.artifact.sha256)
+    path.write_bytes(path.read_bytes().replace(b"learner", b"LEARNER", 1))
+    reg.promote("guard", 2)
+    with server.client() as c:
+        deadline = time.monotonic() + 5
+        while "guard:2" not in c.get("/v1/serving/status").json()["failed_loads"]:
+            assert time.monotonic() < deadline, c.get("/v1/serving/status").json()
+            time.sleep(0.05)
+        got = c.post("/v1/models/guard/predict", json=rows)
+        assert got.status_code == 200 and got.json()["version"] == 1
+        r = c.post("/v1/models/guard/versions/2/predict", json=rows)
+        assert r.status_code == 500 and r.json()["error"]["code"] == "artifact_corrupt"
+    assert "not swapping guard:production to v2" in server.log_text()

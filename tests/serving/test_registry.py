@@ -186,3 +186,48 @@ def test_migration_creates_the_tables_of_the_metadata(sqlite_url, store):
             assert cols == set(table.columns.keys()), table.name
     finally:
         reg.close()
+
+
+def test_the_torch_trainers_payload_predicts_like_the_trainers_own_loader(registry):
+    torch = pytest.importorskip("torch")
+    import io
+
+    import numpy as np
+
+    torch_mlp = pytest.importorskip("trainers.torch_mlp")
+    cfg = {"hidden_units": 8, "n_layers": 2, "dropout": 0.1, "activation": "tanh"}
+    for task, n_out in (("classification", 2), ("classification", 3), ("regression", 1)):
+        net = torch_mlp._build(torch, 4, n_out, cfg)
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "state_dict": net.state_dict(),
+                "config": {"n_in": 4, "n_out": n_out, "task": task, **cfg},
+                "x_mean": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                "x_std": torch.tensor([2.0, 2.0, 1.0, 0.5]),
+                "y_mean": 10.0,
+                "y_std": 3.0,
+            },
+            buf,
+        )
+        name = f"mlp-{task}-{n_out}"
+        example = [{"a": 1.0, "b": 0.5, "c": -2.0, "d": 3.0}]
+        v = registry.register(
+            name, artifact=buf.getvalue(), format="torch-state-dict",
+            signature=["a", "b", "c", "d"], input_example=example,
+        )  # fmt: skip
+        from serving.loaders import LoaderOptions, load_predictor
+
+        got = load_predictor(registry.store.get(v.artifact), v, LoaderOptions()).predict(
+            np.array([[1.0, 0.5, -2.0, 3.0]], dtype=np.float32)
+        )
+        ref_net, payload = torch_mlp.load_mlp(buf.getvalue())
+        with torch.no_grad():
+            x = (torch.tensor([[1.0, 0.5, -2.0, 3.0]]) - payload["x_mean"]) / payload["x_std"]
+            out = ref_net(x)
+        if task == "classification":
+            want = torch.softmax(out, dim=1).numpy()
+            want = want[:, 1] if n_out == 2 else want
+        else:
+            want = out.squeeze(1).numpy() * 3.0 + 10.0
+        np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -177,6 +177,22 @@ def _row(
     }
 
 
+def _noop(i: int) -> int:
+    return i
+
+
+def dask_roundtrip_ms(dask: Any, n: int = 30) -> float:
+    """Median submit-to-result time of a no-op task: Dask's own floor for a trial's turnaround."""
+    import statistics
+
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        dask.submit(_noop, i, pure=False).result()
+        times.append((time.perf_counter() - t) * 1000)
+    return round(statistics.median(times), 2)
+
+
 def _warm(dask: Any, db: str) -> None:
     """Import the trainers and open the service connection on every worker, untimed."""
     from trainers.runner import _warm_up
@@ -199,6 +215,7 @@ def main() -> None:
 
     rows: list[dict] = []
     startup: dict[str, float] = {}
+    roundtrip: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         for w in args.workers:
@@ -214,6 +231,7 @@ def main() -> None:
             dc = DaskClient(cluster)
             _warm(dc, db)
             startup[f"{w}"] = round(time.perf_counter() - t0, 2)
+            roundtrip[f"{w}"] = dask_roundtrip_ms(dc)
             try:
                 # First-trial costs (imports, connections) are paid here, untimed.
                 run_autotune(dc, db, "sleep-1s", w, 2 * w, "warmup")
@@ -265,6 +283,7 @@ def main() -> None:
             "xgb_options": XGB_OPTIONS,
             "service": "embedded SQLite, random designer",
             "cluster_startup_s": startup,
+            "dask_noop_roundtrip_ms": roundtrip,
         },
         "targets": {"efficiency_2_workers_sleep_1s": 0.9, "overhead_ms_per_trial": 20},
         "rows": rows,

@@ -234,10 +234,14 @@ class _ServiceReporter:
 
 
 class _Heartbeat:
-    def __init__(self, study: Any, number: int, interval: float | None) -> None:
-        self.study, self.number, self.interval = study, number, interval
+    """Sends ``study.heartbeat(n)`` for each of ``numbers()`` every ``interval`` seconds."""
+
+    def __init__(
+        self, study: Any, numbers: Callable[[], list[int]], interval: float | None
+    ) -> None:
+        self.study, self.numbers, self.interval = study, numbers, interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{number}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="autotune-heartbeat", daemon=True)
 
     def __enter__(self) -> _Heartbeat:
         if self.interval:
@@ -250,12 +254,13 @@ class _Heartbeat:
     def _run(self) -> None:
         assert self.interval is not None
         while not self._stop.wait(self.interval):
-            try:
-                self.study.heartbeat(self.number)
-            except (TrialFinishedError, NotFoundError):
-                return
-            except Exception as e:  # a restarting service: the next beat tries again
-                logger.warning("heartbeat of trial %d failed: %s", self.number, e)
+            for number in self.numbers():
+                try:
+                    self.study.heartbeat(number)
+                except (TrialFinishedError, NotFoundError):
+                    pass  # finished meanwhile: nothing to keep alive
+                except Exception as e:  # a restarting service: the next beat tries again
+                    logger.warning("heartbeat of trial %d failed: %s", number, e)
 
 
 def _fit(task: _TrialTask, data: TrainData, reporter: Reporter) -> TrainResult:
@@ -325,7 +330,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
     study = StudyClient(_connect(task.service).transport, task.study_info)
     reporter = _ServiceReporter(study, task.number)
     try:
-        with _Heartbeat(study, task.number, task.heartbeat_s):
+        with _Heartbeat(study, lambda: [task.number], task.heartbeat_s):
             try:
                 result = _fit(task, data, reporter)
             finally:
@@ -725,32 +730,38 @@ def _loop(
             else:
                 ready.append(t)
 
-    setup_s = time.perf_counter() - start
-    fill()
-    while running or ready:
-        if not running:
-            fill()
-            continue
-        fut = next(done)
-        trial, copy = running.pop(fut)
-        n_finished += 1
-        # The freed worker gets its next trial before anything else: fetching this result and
-        # recording it happen while that trial already runs.
+    def drain() -> None:
+        nonlocal n_finished
         fill()
-        outcome, data_lost = _outcome_of(fut, trial.number)
-        if data_lost and resubmitted.get(trial.number, 0) < _MAX_RESUBMITS:
-            # Every worker holding the scattered data died (their trials were retried or
-            # failed already): ship it again and run this trial again.
-            n_finished -= 1
-            resubmitted[trial.number] = resubmitted.get(trial.number, 0) + 1
-            if copy == len(data_refs):
-                logger.warning("the training data was lost with its workers; shipping it again")
-                ship_data()
-            submit(trial)
-            continue
-        values = _record(study, outcome, reported, call)
-        ran.append(outcome)
-        bar.update(outcome, values)
+        while running or ready:
+            if not running:
+                fill()
+                continue
+            fut = next(done)
+            trial, copy = running.pop(fut)
+            n_finished += 1
+            # The freed worker gets its next trial before anything else: fetching this result
+            # and recording it happen while that trial already runs.
+            fill()
+            outcome, data_lost = _outcome_of(fut, trial.number)
+            if data_lost and resubmitted.get(trial.number, 0) < _MAX_RESUBMITS:
+                # Every worker holding the scattered data died (their trials were retried or
+                # failed already): ship it again and run this trial again.
+                n_finished -= 1
+                resubmitted[trial.number] = resubmitted.get(trial.number, 0) + 1
+                if copy == len(data_refs):
+                    logger.warning("the training data was lost with its workers; shipping again")
+                    ship_data()
+                submit(trial)
+                continue
+            values = _record(study, outcome, reported, call)
+            ran.append(outcome)
+            bar.update(outcome, values)
+
+    setup_s = time.perf_counter() - start
+    # Trials suggested ahead wait in ``ready``, not on a worker: keep them alive meanwhile.
+    with _Heartbeat(study, lambda: [t.number for t in list(ready)], heartbeat_s):
+        drain()
     bar.close()
 
     result = _result(spec, study, ran, start, dashboard, reconnect_timeout_s)

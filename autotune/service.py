@@ -48,6 +48,7 @@ from autotune.models import (
     TrialState,
 )
 from autotune.space import Params
+from autotune.stoppers import Curve, make_stopper, validate_stopper_config
 from autotune.storage.engine import Database
 from autotune.storage.schema import (
     MAX_CLIENT_ID,
@@ -75,6 +76,7 @@ _DESIGNER_CACHE_SIZE = 256
 _RUNNING = TrialState.RUNNING.value
 _ABANDONED = TrialState.ABANDONED.value
 _COMPLETED = TrialState.COMPLETED.value
+_PRUNED = TrialState.PRUNED.value
 _FINISHED = tuple(s.value for s in FINISHED_STATES)
 
 # Core tables: the service speaks SQL expressions directly (no ORM unit of work on the hot path).
@@ -151,6 +153,20 @@ _SELECT_TRIAL_WITH_STUDY = (
     )
     .join(_studies, _S.id == _T.study_id)
     .where(_S.name == bindparam("b_name"), _T.number == bindparam("b_number"))
+)
+# A report to a study with a stopper holds the study row (PostgreSQL), as suggest does, so that
+# racing reports decide one after the other; the trial's state is read again under the lock.
+_LOCK_STUDY_TRIAL_STATE = (
+    select(_T.state)
+    .join(_studies, _S.id == _T.study_id)
+    .where(_T.id == bindparam("b_id"))
+    .with_for_update(of=_studies)
+)
+# Every reported value of the study's trials, for the stopper: one query.
+_SELECT_CURVES = (
+    select(_T.number, _T.state, _I.step, _I.value)
+    .join(_ivalues, _I.trial_id == _T.id)
+    .where(_T.study_id == bindparam("b_sid"))
 )
 
 
@@ -260,6 +276,8 @@ class StudyService:
             )
         seed = spec.seed if spec.seed is not None else secrets.randbits(63)
         space = spec.search_space().to_json()
+        # Raises naming ``stopper.<key>``; stored with its defaults filled in.
+        stopper = validate_stopper_config(spec.stopper)
 
         def work(s: Session, attempt: int) -> Study:
             if attempt:
@@ -278,7 +296,7 @@ class StudyService:
                 algorithm=spec.algorithm,
                 seed=seed,
                 heartbeat_grace_s=spec.heartbeat_grace_s,
-                stopper=spec.stopper,
+                stopper=stopper,
                 meta=spec.metadata,
                 n_trials=0,
                 designer_info={},
@@ -645,6 +663,13 @@ class StudyService:
         """Store an intermediate value (re-reporting a step overwrites it); refreshes the
         heartbeat. ``should_stop`` says whether the study's stopper wants the trial stopped.
 
+        Values reported are of the study's *primary* objective (the first one declared); the
+        stopper compares them in that objective's direction. When the stopper says stop, the
+        trial ends here as ``pruned`` with the value of its latest step as its value for the
+        primary objective (``values={primary: last}``), in the same transaction; the worker
+        should stop, and a later observe or report on it raises ``TrialFinishedError``. Pruned
+        trials count toward ``max_trials`` but never toward ``best_trials``.
+
         Args:
             name: the study.
             number: the trial's number.
@@ -668,14 +693,24 @@ class StudyService:
 
         def work(s: Session, _attempt: int) -> ReportResult:
             row = self._trial_with_study(s, name, number)
-            if row.state in _FINISHED:
-                raise _finished(name, number, row.state)
+            stopper = row.study_stopper
+            if stopper is not None and stopper.get("type") == "none":
+                stopper = None
+            state = row.state
+            if stopper is not None and self._db.is_postgres:
+                # SQLite's write transaction already excludes every other writer.
+                state = s.scalar(_LOCK_STUDY_TRIAL_STATE, {"b_id": row.id}) or "deleted"
+            if state in _FINISHED or state == "deleted":
+                raise _finished(name, number, state)
+            now = self._now()
             self._upsert_intermediate(s, row.id, step, value)
             s.execute(
                 _UPDATE_TRIAL,
-                {"b_id": row.id, "heartbeat_at": self._now(), "has_intermediate": True},
+                {"b_id": row.id, "heartbeat_at": now, "has_intermediate": True},
             )
-            return ReportResult(should_stop=self._should_stop(s, row, step, value))
+            if stopper is None:
+                return ReportResult(should_stop=False)
+            return ReportResult(should_stop=self._should_stop(s, row, stopper, now))
 
         return self._db.run(work, write=True)
 
@@ -973,13 +1008,33 @@ class StudyService:
             )
         )
 
-    def _should_stop(self, s: Session, row: Row[Any], step: int, value: float) -> bool:
-        """Whether the study's stopper wants this trial stopped.
+    def _should_stop(
+        self, s: Session, row: Row[Any], stopper: Mapping[str, Any], now: datetime
+    ) -> bool:
+        """Ask the study's stopper about the trial that just reported; prune it if so.
 
-        The hook for early stopping: a stopper is a function of the study's intermediate values
-        (``row.study_stopper`` is its spec). None is plugged in yet, so trials always go on.
+        Runs under the study lock (see ``report``), after the new value was stored, so the
+        curves include it and every value an earlier report committed.
         """
-        return False
+        primary, direction = next(iter(row.study_objectives.items()))
+        curves: dict[int, tuple[str, dict[int, float]]] = {}
+        for number, state, step, value in s.execute(_SELECT_CURVES, {"b_sid": row.study_id}):
+            curves.setdefault(number, (state, {}))[1][step] = value
+        state, values = curves.pop(row.number)
+        mine = Curve(number=row.number, state=TrialState(state), values=values)
+        others = [Curve(number=n, state=TrialState(st), values=v) for n, (st, v) in curves.items()]
+        if not make_stopper(stopper).should_stop(mine, others, direction=Direction(direction)):
+            return False
+        last_step = mine.last_step
+        assert last_step is not None
+        changes = {
+            "state": _PRUNED,
+            "values": {primary: values[last_step]},
+            "completed_at": now,
+        }
+        self._finish(s, row, changes)
+        self._maybe_complete_study(s, row, now)
+        return True
 
     def _intermediate(self, s: Session, trial_ids: list[int]) -> dict[int, list[Measurement]]:
         out: dict[int, list[Measurement]] = {}

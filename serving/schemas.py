@@ -7,7 +7,9 @@ that moves, and every move is an :class:`AliasEvent`.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -140,19 +142,25 @@ class Signature(BaseModel):
         # Every feature a non-nullable float: the common case, checked in bulk.
         return all(f.type == "float" and not f.nullable for f in self.inputs)
 
+    @cached_property
+    def _getter(self) -> Any:
+        return operator.itemgetter(*self.names)
+
     def _fast_matrix(self, rows: list[Any]) -> np.ndarray | None:
         """The matrix when every row is exactly right, else None (the slow path explains)."""
-        names = self.names
-        n = len(names)
+        n = len(self.inputs)
         try:
-            values = [[row[k] for k in names] for row in rows if len(row) == n]
+            if any(len(row) != n for row in rows):
+                return None
+            values = list(map(self._getter, rows))  # C loops: this is the hot path
         except (KeyError, TypeError):
             return None
-        if len(values) != len(rows):
+        if n == 1:
+            values = [(v,) for v in values]
+        if not set(map(type, itertools.chain.from_iterable(values))) <= _FLOATISH:
             return None
-        if not {type(v) for r in values for v in r} <= _FLOATISH:
-            return None
-        return np.array(values, dtype=np.float32)  # (n_rows, n_features)
+        flat = itertools.chain.from_iterable(values)
+        return np.fromiter(flat, dtype=np.float32, count=len(values) * n).reshape(len(values), n)
 
     def columns_to_matrix(self, columns: Mapping[str, Any], *, field: str = "inputs") -> np.ndarray:
         """Like :meth:`to_matrix` for column-major input ({feature: [v0, v1, ...]})."""

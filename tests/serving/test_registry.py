@@ -173,17 +173,22 @@ def test_torch_state_dicts_load_with_weights_only(registry, tmp_path):
         registry.register("mlp", artifact=tmp_path / "whole.pt", signature=["a", "b", "c"])
 
 
-def test_migration_creates_the_tables_of_the_metadata(sqlite_url, store):
-    from sqlalchemy import inspect
+def test_migration_matches_the_registry_tables(sqlite_url, store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
 
     from serving.registry import metadata
 
     reg = ModelRegistry(sqlite_url, store=store)  # migrates to head
     try:
-        insp = inspect(reg.db.read_engine)
-        for table in metadata.sorted_tables:
-            cols = {c["name"] for c in insp.get_columns(table.name)}
-            assert cols == set(table.columns.keys()), table.name
+        mine = set(metadata.tables)
+        opts = {
+            "compare_type": True,
+            "include_name": lambda name, type_, _parent: type_ != "table" or name in mine,
+        }
+        with reg.db.read_engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
+        assert diff == [], diff
     finally:
         reg.close()
 

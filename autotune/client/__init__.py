@@ -18,6 +18,14 @@ Both transports behave the same and raise the same :mod:`autotune.errors` classe
 
 from autotune.client._base import Listing, QueuedConfig, Transport
 from autotune.client._client import Client, StudyClient
-from autotune.client._trial import ActiveTrial
+from autotune.client._trial import ActiveTrial, TrialPruned
 
-__all__ = ["ActiveTrial", "Client", "Listing", "QueuedConfig", "StudyClient", "Transport"]
+__all__ = [
+    "ActiveTrial",
+    "Client",
+    "Listing",
+    "QueuedConfig",
+    "StudyClient",
+    "Transport",
+    "TrialPruned",
+]

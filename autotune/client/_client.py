@@ -18,10 +18,16 @@ from autotune.client._trial import (
     MIN_HEARTBEAT_S,
     ActiveTrial,
     Heartbeat,
+    TrialPruned,
     Values,
     is_finite_result,
 )
-from autotune.errors import AlreadyExistsError, StudyNotActiveError, ValidationError
+from autotune.errors import (
+    AlreadyExistsError,
+    StudyNotActiveError,
+    TrialFinishedError,
+    ValidationError,
+)
 from autotune.models import Study, StudyState, Trial, TrialState
 from autotune.space import SearchSpace
 
@@ -228,8 +234,19 @@ class StudyClient:
         )
 
     def report(self, trial: TrialRef, step: int, value: float) -> bool:
-        """Store an intermediate value; returns whether the trial should stop early."""
-        return self._transport.report(self.name, _number(trial), step=step, value=_num(value))
+        """Store an intermediate value; returns whether the trial should stop early.
+
+        ``True`` means the study's stopper has ended the trial as pruned. Reporting on a trial
+        that is already pruned answers ``True`` too (a retried report, or a worker that missed
+        the first answer), rather than raising :class:`~autotune.errors.TrialFinishedError`.
+        """
+        number = _number(trial)
+        try:
+            return self._transport.report(self.name, number, step=step, value=_num(value))
+        except TrialFinishedError:
+            if self._transport.get_trial(self.name, number).state == TrialState.PRUNED:
+                return True
+            raise
 
     def fail(self, trial: TrialRef, reason: str = "") -> Trial:
         """Mark a trial failed, with why."""
@@ -317,7 +334,9 @@ class StudyClient:
         The values set with ``t.observe`` (or ``t.values = ...``) are sent when the block
         ends. If the block raises, the trial is marked failed with the exception's text and the
         exception propagates; a block that sets no values fails the trial and raises
-        :class:`~autotune.errors.ValidationError`. A heartbeat thread keeps a long trial from
+        :class:`~autotune.errors.ValidationError`. After ``t.report`` answered ``True`` the
+        stopper has pruned the trial: leaving the block (or raising :class:`TrialPruned`) sends
+        nothing more. A heartbeat thread keeps a long trial from
         being abandoned meanwhile.
 
         Raises:
@@ -339,8 +358,19 @@ class StudyClient:
         with self._heartbeat(trial.number):
             try:
                 yield active
+            except TrialPruned as e:
+                if active.should_stop:
+                    active._refresh()
+                else:
+                    active._fail(
+                        f"pruned by the objective: {e}" if str(e) else "pruned by the objective"
+                    )
+                return  # a requested early end, not an error
             except BaseException as e:
-                active._fail(f"{type(e).__name__}: {e}")
+                if active.should_stop:
+                    active._refresh()  # already pruned: there is nothing left to fail
+                else:
+                    active._fail(f"{type(e).__name__}: {e}")
                 raise
             active._complete()
 
@@ -367,7 +397,9 @@ class StudyClient:
 
         As in Optuna: an exception from ``fn`` marks the trial failed; if it is one of
         ``catch`` the loop goes on, otherwise the remaining trials are not started and the
-        exception is re-raised once the running ones finish. A NaN or infinite result fails
+        exception is re-raised once the running ones finish. A trial that ``t.report`` answered
+        ``True`` for is pruned and the loop goes on (``fn`` may return anything or raise
+        :class:`TrialPruned`). A NaN or infinite result fails
         the trial with a warning and the loop goes on. The loop also ends early when the study
         stops handing out trials (``max_trials`` reached, paused or completed).
 
@@ -406,7 +438,7 @@ class StudyClient:
             try:
                 with self._running(trials[0]) as active:
                     result = fn(active)
-                    if result is not None:
+                    if result is not None and not active.should_stop:
                         active.values = result
                     if active.values is not None and not is_finite_result(active.values):
                         raise NonFiniteObjective(f"objective returned {active.values!r}")

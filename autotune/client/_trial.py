@@ -15,7 +15,7 @@ from autotune.models import Trial, TrialState
 if TYPE_CHECKING:
     from autotune.client._client import StudyClient
 
-__all__ = ["ActiveTrial", "Heartbeat", "MIN_HEARTBEAT_S"]
+__all__ = ["ActiveTrial", "Heartbeat", "TrialPruned", "MIN_HEARTBEAT_S"]
 
 logger = logging.getLogger("autotune.client")
 
@@ -27,6 +27,16 @@ MIN_HEARTBEAT_S = 1.0
 MAX_REASON_CHARS = 10_000
 
 Values = Mapping[str, float] | float | list[float] | tuple[float, ...]
+
+
+class TrialPruned(Exception):  # noqa: N818 (Optuna's name, which users know)
+    """Raise inside ``study.trial()`` or an ``optimize`` objective to end the trial early.
+
+    After ``t.report`` answered ``True`` the service has already pruned the trial; raising this
+    (or simply returning) ends the block quietly. Raised without such an answer, it marks the
+    trial failed with the reason "pruned by the objective", since only the study's stopper can
+    prune.
+    """
 
 
 class Heartbeat:
@@ -68,7 +78,9 @@ class ActiveTrial:
 
     Read ``params`` (or ``t["lr"]``), ``report(step, value)`` intermediate values, and set the
     result with ``t.observe({"loss": x})`` or ``t.values = {"loss": x}``: it is sent when the
-    block ends, so a block that raises afterwards still fails the trial.
+    block ends, so a block that raises afterwards still fails the trial. Once ``report`` answers
+    ``True`` (``t.should_stop``), the study's stopper has ended the trial as pruned: stop
+    training and leave the block (or raise :class:`TrialPruned`); nothing more is sent.
     """
 
     def __init__(self, study: StudyClient, trial: Trial) -> None:
@@ -108,6 +120,12 @@ class ActiveTrial:
         return self.should_stop
 
     # -- used by StudyClient -----------------------------------------------------------------
+    def _refresh(self) -> None:
+        try:
+            self.trial = self._study.get_trial(self.number)
+        except Exception as e:  # only the local copy goes stale
+            logger.warning("could not refresh trial %d: %s", self.number, e)
+
     def _fail(self, reason: str) -> None:
         reason = reason[:MAX_REASON_CHARS]
         try:
@@ -116,6 +134,9 @@ class ActiveTrial:
             logger.warning("could not mark trial %d failed: %s", self.number, e)
 
     def _complete(self) -> None:
+        if self.should_stop:
+            self._refresh()  # pruned by the stopper when it answered; its values are set
+            return
         if self.values is None:
             reason = (
                 "the trial() block ended without values: call t.observe({...}) "

@@ -24,7 +24,7 @@ from autotune import (
     TrialState,
     ValidationError,
 )
-from autotune.client import Client, StudyClient
+from autotune.client import Client, StudyClient, TrialPruned
 
 SPACE = {
     "lr": Float(1e-3, 0.3, log=True),
@@ -298,6 +298,43 @@ def test_trial_context_sends_heartbeats(client: Client, unique_name: str) -> Non
         later = study.get_trial(t.number).heartbeat_at
         t.observe({"value": 1.0})
     assert later is not None and later > first
+
+
+def test_stopper_prunes_trials_in_trial_and_optimize(client: Client, unique_name: str) -> None:
+    study = client.create_study(
+        unique_name,
+        {"x": Float(0, 1)},
+        {"loss": "minimize"},
+        stopper={"type": "patience", "upper": 10.0},  # stop once a value rises above 10
+    )
+    with study.trial() as t:
+        assert t.report(0, 1.0) is False
+        assert t.report(1, 11.0) is True
+        assert study.report(t, 2, 12.0) is True  # already pruned: still "stop", no error
+        t.observe({"loss": 11.0})  # ignored: the stopper ended the trial
+    assert t.state == TrialState.PRUNED
+    assert study.get_trial(t.number).values == {"loss": 11.0}
+
+    with study.trial() as t2:
+        if t2.report(0, 50.0):
+            raise TrialPruned()
+    assert t2.state == TrialState.PRUNED
+
+    with study.trial() as t3:
+        raise TrialPruned("not good enough")  # no stopper said so: only a failure is possible
+    assert study.get_trial(t3.number).state == TrialState.FAILED
+    assert "pruned by the objective" in study.get_trial(t3.number).error
+
+    def objective(t: autotune.client.ActiveTrial) -> float | None:
+        for step in range(5):
+            if t.report(step, step * 5.0):  # 0, 5, 10, 15: stops at step 3
+                return None
+        return 1.0
+
+    finished = study.optimize(objective, 3, n_jobs=2)
+    assert [f.state for f in finished] == [TrialState.PRUNED] * 3
+    with pytest.raises(TrialFinishedError):
+        study.observe(finished[0], 1.0)
 
 
 # -- errors are the same over both transports -------------------------------------------------

@@ -144,6 +144,7 @@ class _TrialTask:
     heartbeat_s: float | None
     run_id: str
     max_attempts: int
+    sync_reports: bool = False
 
     @property
     def folder(self) -> Path:
@@ -182,13 +183,16 @@ class _ServiceReporter:
     faster than the service takes them (a boosting round of a millisecond against a database
     commit of several), the newest value replaces one not yet sent: the stored curve is thinned,
     never delayed, and the last value is always sent. The stoppers read curves with gaps
-    (``Curve.value_at_or_after``, ``best_up_to``). An unreachable service (a restart) does not
-    stop training: the value is logged and dropped, and the next one tries again.
+    (``Curve.value_at_or_after``, ``best_up_to``). With ``sync`` (the spec's ``sync_reports``)
+    every value is sent and answered before training goes on: exact curves and stops, at a
+    round trip per step. An unreachable service (a restart) does not stop training: the value is
+    logged and dropped, and the next one tries again.
     """
 
-    def __init__(self, study: Any, number: int) -> None:
+    def __init__(self, study: Any, number: int, *, sync: bool = False) -> None:
         self.study = study
         self.number = number
+        self.sync = sync
         self.should_stop = False
         self.finished = False  # the service says the trial is over (pruned, failed, abandoned)
         self.sent = 0
@@ -199,6 +203,10 @@ class _ServiceReporter:
         self._thread.start()
 
     def report(self, step: int, value: float) -> bool:
+        if self.sync:  # every value, and the answer to it, before training goes on
+            if math.isfinite(value) and not self.finished:
+                self._send_one(int(step), float(value))
+            return self.should_stop
         if math.isfinite(value) and not self.finished:
             with self._cond:
                 self._pending = (int(step), float(value))
@@ -213,17 +221,18 @@ class _ServiceReporter:
                 item, self._pending = self._pending, None
                 if item is None:  # closing and nothing left
                     return
-            if self.finished:
-                continue
-            step, value = item
-            try:
-                if self.study.report(self.number, step, value):
-                    self.should_stop = True
-                self.sent += 1
-            except TrialFinishedError:
-                self.finished = self.should_stop = True
-            except Exception as e:  # a restarting service: keep training, try the next one
-                logger.warning("report of trial %d step %d failed: %s", self.number, step, e)
+            if not self.finished:
+                self._send_one(*item)
+
+    def _send_one(self, step: int, value: float) -> None:
+        try:
+            if self.study.report(self.number, step, value):
+                self.should_stop = True
+            self.sent += 1
+        except TrialFinishedError:
+            self.finished = self.should_stop = True
+        except Exception as e:  # a restarting service: keep training, try the next one
+            logger.warning("report of trial %d step %d failed: %s", self.number, step, e)
 
     def close(self) -> None:
         """Send the last value, then stop the thread."""
@@ -328,7 +337,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
     from autotune.client import StudyClient
 
     study = StudyClient(_connect(task.service).transport, task.study_info)
-    reporter = _ServiceReporter(study, task.number)
+    reporter = _ServiceReporter(study, task.number, sync=task.sync_reports)
     try:
         with _Heartbeat(study, lambda: [task.number], task.heartbeat_s):
             try:
@@ -413,15 +422,19 @@ class _Progress:
         self.name, self.total, self.metric, self.maximize = name, total, metric, maximize
         self.enabled = enabled
         self.start = time.perf_counter()
-        self.done = self.failed = 0
+        self.done = self.failed = self.pruned = 0
         self.best: tuple[float, int] | None = None
         self.tty = enabled and sys.stderr.isatty()
 
-    def update(self, outcome: TrialOutcome, values: Mapping[str, float] | None) -> None:
+    def update(
+        self, outcome: TrialOutcome, values: Mapping[str, float] | None, state: TrialState
+    ) -> None:
         self.done += 1
-        if values is None:
+        if state == TrialState.FAILED:
             self.failed += 1
-        elif self.metric in values:
+        elif state == TrialState.PRUNED:
+            self.pruned += 1
+        elif values is not None and self.metric in values:
             v = values[self.metric]
             if self.best is None or (v > self.best[0] if self.maximize else v < self.best[0]):
                 self.best = (v, outcome.number)
@@ -432,7 +445,8 @@ class _Progress:
         best = f"{self.metric} {self.best[0]:.5g} (#{self.best[1]})" if self.best else "-"
         line = (
             f"[{self.name}] [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-            f"trials ({self.failed} failed) | best {best} | {time.perf_counter() - self.start:.1f} s"
+            f"trials ({self.pruned} pruned, {self.failed} failed) | best {best} | "
+            f"{time.perf_counter() - self.start:.1f} s"
         )
         if self.tty:
             print(f"\r{line}", end="", file=sys.stderr, flush=True)
@@ -673,6 +687,7 @@ def _loop(
             heartbeat_s=heartbeat_s,
             run_id=run_id,
             max_attempts=max_attempts,
+            sync_reports=spec.sync_reports,
         )
         key = f"trial-{spec.name}-{trial.number}-{uuid.uuid4().hex[:8]}"
         fut = dask.submit(run_trial, task, data_refs[-1], key=key, pure=False)
@@ -754,9 +769,9 @@ def _loop(
                     ship_data()
                 submit(trial)
                 continue
-            values = _record(study, outcome, reported, call)
+            values, state = _record(study, outcome, reported, call)
             ran.append(outcome)
-            bar.update(outcome, values)
+            bar.update(outcome, values, state)
 
     setup_s = time.perf_counter() - start
     # Trials suggested ahead wait in ``ready``, not on a worker: keep them alive meanwhile.
@@ -826,8 +841,8 @@ def _record(
     outcome: TrialOutcome,
     reported: list[str],
     call: Callable[[Callable[[], Any], str], Any],
-) -> dict[str, float] | None:
-    """Observe or fail the trial; returns the values observed, or None when it failed."""
+) -> tuple[dict[str, float] | None, TrialState]:
+    """Observe or fail the trial; returns (the values observed or None, the trial's state)."""
     number = outcome.number
     if outcome.error is None:
         values = {k: outcome.metrics[k] for k in reported if k in outcome.metrics}
@@ -839,7 +854,7 @@ def _record(
         with contextlib.suppress(TrialFinishedError):
             call(lambda: study.fail(number, outcome.error or ""), f"fail trial {number}")
         logger.warning("trial %d failed: %s", number, outcome.error)
-        return None
+        return None, TrialState.FAILED
     metadata = {
         "metrics": {k: v for k, v in outcome.metrics.items() if math.isfinite(v)},
         "steps": outcome.steps,
@@ -856,6 +871,8 @@ def _record(
             lambda: study.observe(number, values, metadata=metadata),
             f"observe trial {number}",
         )
-    except TrialFinishedError as e:  # pruned by the service meanwhile, or a lost acknowledgement
-        logger.info("trial %d was already finished: %s", number, e)
-    return values
+    except TrialFinishedError:  # pruned by its stopper, or an acknowledgement lost in a restart
+        state = call(lambda: study.get_trial(number), f"get trial {number}").state
+        if state != TrialState.COMPLETED:
+            return None, state
+    return values, TrialState.COMPLETED

@@ -18,6 +18,7 @@
     seed: 0
     stopper: {type: median}                # optional; validated by the service
     cv_folds: 5                            # optional k-fold cross-validation
+    sync_reports: false                    # true: every value sent, trainer waits for the answer
 
 ``load_spec`` validates everything it can before anything runs, and every error names the file,
 the key path and what is allowed there::
@@ -93,6 +94,12 @@ class RunSpec(BaseModel):
     seed: int = Field(default=0, ge=0)
     stopper: dict[str, Any] | None = None
     cv_folds: int | None = Field(default=None, ge=2, le=100)
+    sync_reports: bool = Field(
+        default=False,
+        description="Send every intermediate value and wait for the stop answer before the next "
+        "step (exact curves and stops; slower when steps take milliseconds). Default: reports "
+        "go from a thread, thinned when the service is slower than training.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     _source: str = PrivateAttr(default="<spec>")
 
@@ -136,6 +143,7 @@ class RunSpec(BaseModel):
                     "dataset": self.dataset.model_dump(),
                     "trainer": self.trainer.model_dump(),
                     "cv_folds": self.cv_folds,
+                    "sync_reports": self.sync_reports,
                 },
             },
         }

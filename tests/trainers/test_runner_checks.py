@@ -41,3 +41,54 @@ def test_resume_refuses_a_same_named_study_with_another_space(tmp_path) -> None:
             ValidationError, match="x.yaml: name: .*already exists with a different space"
         ):
             run_study(spec, client=c, progress=False, artifacts_dir=tmp_path)
+
+
+class _FakeStudy:
+    """Answers reports like the service: slowly, stopping from step ``stop_at``."""
+
+    def __init__(self, stop_at: int = 10**9, delay: float = 0.0, finished_at: int = 10**9):
+        self.got: list[tuple[int, float]] = []
+        self.stop_at, self.delay, self.finished_at = stop_at, delay, finished_at
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        import time
+
+        from autotune.errors import TrialFinishedError
+
+        time.sleep(self.delay)
+        if step >= self.finished_at:
+            raise TrialFinishedError("pruned")
+        self.got.append((step, value))
+        return step >= self.stop_at
+
+
+def test_reporter_sync_sends_every_value_and_stops_at_once() -> None:
+    from trainers.runner import _ServiceReporter
+
+    study = _FakeStudy(stop_at=3)
+    rep = _ServiceReporter(study, 0, sync=True)
+    answers = [rep.report(s, float(s)) for s in range(5)]
+    rep.close()
+    assert answers == [False, False, False, True, True]
+    assert [s for s, _ in study.got] == [0, 1, 2, 3, 4]
+
+
+def test_reporter_async_thins_but_always_sends_the_last_value() -> None:
+    from trainers.runner import _ServiceReporter
+
+    study = _FakeStudy(delay=0.01)
+    rep = _ServiceReporter(study, 0)
+    for s in range(100):  # much faster than the service answers
+        rep.report(s, float(s))
+    rep.close()
+    steps = [s for s, _ in study.got]
+    assert steps[-1] == 99 and len(steps) < 100 and steps == sorted(steps)
+
+
+def test_reporter_stops_when_the_service_finished_the_trial() -> None:
+    from trainers.runner import _ServiceReporter
+
+    rep = _ServiceReporter(_FakeStudy(finished_at=1), 0, sync=True)
+    assert rep.report(0, 1.0) is False
+    assert rep.report(1, 1.0) is True and rep.finished
+    rep.close()

@@ -28,7 +28,8 @@ A trainer that raises: the trial is failed with
 ``"<ExceptionType>: <message>"``. The service unreachable (a restart): the runner retries its
 calls for ``reconnect_timeout_s`` and the workers keep training. Running the same spec again
 resumes: the study is loaded, trials left running by an interrupted run are run again under
-their own numbers, and only the remaining budget is spent.
+their own numbers, and only the remaining budget is spent. (So two runners of one study at the
+same time would run each other's trials twice: run one, with as many workers as you like.)
 """
 
 from __future__ import annotations
@@ -317,6 +318,12 @@ def _start_attempt(task: _TrialTask) -> int:
     return len(path.read_text().splitlines())
 
 
+def _end_attempts(task: _TrialTask) -> None:
+    """The trial ended on a live worker: its start count is no longer needed."""
+    with contextlib.suppress(OSError):
+        (task.folder / f".attempts-{task.run_id}").unlink()
+
+
 def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
     """Run one trial on a worker. Never raises for a trainer's error: it comes back as text."""
     start = time.perf_counter()
@@ -346,6 +353,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
                 reporter.close()
             artifact = _write_artifact(task, result)
     except Exception as e:
+        _end_attempts(task)
         return TrialOutcome(
             number=task.number,
             error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS],
@@ -354,6 +362,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
             started_at=started_at,
             ended_at=time.time(),
         )
+    _end_attempts(task)
     return TrialOutcome(
         number=task.number,
         metrics=result.metrics,

@@ -22,6 +22,7 @@ import cloudpickle
 import httpx
 import pytest
 import yaml
+from distributed import LocalCluster
 
 import autotune
 from autotune.models import TrialState
@@ -125,6 +126,7 @@ def test_xgboost_study_on_two_workers_resumes(tmp_path) -> None:
         assert t.intermediate[-1].step == t.metadata["steps"] - 1  # the last round always arrives
         assert set(t.values) == {"log_loss"} and "accuracy" in t.metadata["metrics"]
     assert result.best is not None and result.best.values["log_loss"] < 0.5
+    assert not list((tmp_path / "art").rglob(".attempts-*"))  # start counts cleaned up
 
     again = run_study(
         spec, client=client, workers=2, artifacts_dir=tmp_path / "art", progress=False
@@ -163,7 +165,15 @@ def test_trainer_error_fails_the_trial_with_its_message(tmp_path) -> None:
     # The space's "x" is not a Ridge parameter: every trial raises TypeError on the worker.
     trainer = {"type": "sklearn", "options": {"estimator": "sklearn.linear_model.RidgeClassifier"}}
     spec = _sleep_spec("bad_params", 2, trainer, "accuracy")
-    result = run_study(spec, client=db, workers=2, artifacts_dir=tmp_path, progress=False)
+    # An existing cluster, reached by its scheduler address (as with --scheduler tcp://...).
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:
+        result = run_study(
+            spec,
+            client=db,
+            scheduler=cluster.scheduler_address,
+            artifacts_dir=tmp_path,
+            progress=False,
+        )
     assert result.failed == 2 and result.completed == 0
     with autotune.Client(db=db) as client:
         errors = [t.error for t in client.get_study("bad_params").trials()]

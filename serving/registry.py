@@ -529,7 +529,9 @@ class ModelRegistry:
     # --------------------------------------------------------------------------------- reads
 
     def _model(self, session: Session, name: str, *, for_update: bool = False) -> Any:
-        row = get_model_row(session, name=name, for_update=for_update)
+        # A name no model can have is simply not found, and odd bytes never reach the database.
+        valid = isinstance(name, str) and MODEL_NAME_PATTERN.match(name)
+        row = get_model_row(session, name=name, for_update=for_update) if valid else None
         if row is None:
             raise ModelNotFoundError(
                 f"model {name!r} not found; register a version first",
@@ -544,7 +546,8 @@ class ModelRegistry:
         if isinstance(ref, int):
             return ref, None
         alias = ref or DEFAULT_ALIAS
-        v = get_alias_version(session, model_id=model.id, alias=alias)
+        valid = ALIAS_PATTERN.match(alias)
+        v = get_alias_version(session, model_id=model.id, alias=alias) if valid else None
         if v is not None:
             return v, alias
         if ref is None:  # no "production" yet: the latest version
@@ -650,6 +653,8 @@ class ModelRegistry:
 
         def tx(session: Session, attempt: int) -> list[AliasEvent]:
             m = self._model(session, name)
+            if alias is not None and not ALIAS_PATTERN.match(alias):
+                return []
             rows = list_alias_event_rows(session, model_id=m.id, alias=alias, limit=limit)
             return [_event_from_row(name, r) for r in rows]
 

@@ -56,6 +56,11 @@ def test_postgres_register_promote_predict_rollback(postgres_databases, tmp_path
                 while c.post("/v1/models/pg/predict", json=rows).json()["version"] != small:
                     assert time.monotonic() < deadline, "rollback not picked up"
                     time.sleep(0.05)
+                for path in ("/v1/models/p%00g", "/v1/models/pg/versions/st%00ging"):
+                    r = c.get(path)  # NUL would be a database error on PostgreSQL
+                    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+                r = c.post("/v1/models/p%00g/predict", json=rows)
+                assert r.status_code == 404
                 hist = c.get("/v1/models/pg/history").json()["events"]
                 assert [e["actor"] for e in hist][:2] == ["oncall", "api"]
         finally:

@@ -6,6 +6,16 @@ state is in the database), so several API processes can share one PostgreSQL dat
 Every method is one short transaction (retried as a whole on transient database errors). Suggest
 is atomic per study: on PostgreSQL it locks the study row (``SELECT ... FOR UPDATE``), on SQLite
 the write lock serializes it; so trial numbers never collide and ``max_trials`` is never exceeded.
+
+An expensive designer (a model fit) never runs inside that transaction: suggest is optimistic.
+It reads the history, runs the designer with no transaction open, and keeps the proposal in the
+study's in-process slot keyed by the history's *version*; the write transaction hands it out only
+if the version is unchanged, else the history is read again (a few times; the last try computes
+under the lock, so suggest always makes progress). The version is ``(n_trials, n_running,
+n_abandoned)`` plus the queued configurations popped and the count asked: trials only move
+running -> finished | abandoned and abandoned -> finished, and each move lowers ``n_running`` or
+``n_abandoned`` while ``n_trials`` stays, so with ``n_trials`` unchanged equal counts mean an
+unchanged history (no stored counter to bump on every observe, no extra lock).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -25,7 +36,7 @@ from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from autotune.designers import Designer, Problem, designer_names, make_designer
+from autotune.designers import Problem, designer_names, make_designer
 from autotune.errors import (
     AlreadyExistsError,
     AutotuneError,
@@ -72,6 +83,10 @@ _PRIORITY_REQUEUED = 1
 _PRIORITY_USER = 0
 # Designer instances kept per process (they may cache a fitted model between calls).
 _DESIGNER_CACHE_SIZE = 256
+# Optimistic tries of an expensive designer before computing under the study lock.
+_OPTIMISTIC_TRIES = 3
+# Algorithms that fit a model per call, whatever their class says.
+_EXPENSIVE_ALGORITHMS = frozenset({"auto", "gp"})
 
 _RUNNING = TrialState.RUNNING.value
 _ABANDONED = TrialState.ABANDONED.value
@@ -118,6 +133,13 @@ _COUNT_RUNNING_ABANDONED = (
     select(_T.state, func.count())
     .where(_T.study_id == bindparam("b_sid"), _T.state.in_((_RUNNING, _ABANDONED)))
     .group_by(_T.state)
+)
+# The head of the queue as _POP_QUEUE would pop it, without popping (the optimistic read).
+_PEEK_QUEUE = (
+    select(_Q.id, _Q.priority, _Q.params)
+    .where(_Q.study_id == bindparam("b_sid"))
+    .order_by(_Q.priority.desc(), _Q.id)
+    .limit(bindparam("b_limit"))
 )
 _POP_QUEUE = (
     delete(_queue)
@@ -198,6 +220,48 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What a designer's proposal depends on, besides the study: (n_trials, n_running, n_abandoned,
+# ids of the queued configurations handed out with it, how many configurations were asked).
+_HistoryKey = tuple[int, int, int, tuple[int, ...], int]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A designer's proposal for one version of a study's history."""
+
+    key: _HistoryKey
+    configs: list[Params]
+    info: dict[str, Any]
+
+
+class _Slot:
+    """A study's designer in this process: the instance (it may cache a fitted model), the
+    parsed problem, a lock (one call of the instance at a time) and the latest proposal."""
+
+    def __init__(self, study: Study) -> None:
+        self.designer = make_designer(study.algorithm)
+        self.problem = Problem.from_study(study)
+        self.expensive = bool(getattr(self.designer, "expensive", False)) or (
+            study.algorithm in _EXPENSIVE_ALGORITHMS
+        )
+        # Reentrant: a suggest holding it may compute under the study lock as a last resort.
+        self.lock = threading.RLock()
+        self.plan: _Plan | None = None
+
+    def plan_for(self, key: _HistoryKey) -> _Plan | None:
+        plan = self.plan  # one read: another thread may replace it
+        return plan if plan is not None and plan.key == key else None
+
+
+class _Stale(Exception):  # noqa: N818 - internal signal, never leaves the service
+    """The write transaction found no proposal for the current history: roll back and prepare
+    one outside the lock."""
+
+    def __init__(self, slot: _Slot) -> None:
+        super().__init__("stale proposal")
+        self.slot = slot
+
+
 class StudyService:
     """Create studies, hand out and complete trials. Thread-safe; one per process is enough.
 
@@ -220,8 +284,10 @@ class StudyService:
     ) -> None:
         self._db = Database(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self._clock = clock or _utcnow
-        self._designers: OrderedDict[tuple[int, datetime], tuple[Designer, Problem]] = OrderedDict()
+        self._designers: OrderedDict[tuple[int, datetime], _Slot] = OrderedDict()
         self._designers_lock = threading.Lock()
+        # Study name -> its expensive designer's slot, a hint for suggest (checked as it goes).
+        self._slot_hints: dict[str, _Slot] = {}
         if migrate:
             from autotune.storage.migrate import upgrade
 
@@ -444,13 +510,56 @@ class StudyService:
                 f"client_id must be a string of 1 to {MAX_CLIENT_ID} characters (no NUL)",
                 field="client_id",
             )
-        return self._db.run(
-            lambda s, _: self._suggest(s, name, count=count, client_id=client_id), write=True
-        )
+
+        def attempt(inline: bool) -> SuggestResult | None:
+            return self._db.run(
+                lambda s, _: self._suggest(
+                    s, name, count=count, client_id=client_id, inline=inline
+                ),
+                write=True,
+            )
+
+        # The first try needs no proposal (a cheap designer, the queue, a client's own trials)
+        # or finds the one computed ahead. Otherwise this thread holds the study's slot, so
+        # that threads of this process take turns instead of invalidating each other's work,
+        # and prepares a proposal outside the transaction; the last try computes inside (only
+        # once a _Stale confirmed that the slot held is the study's: no lock-order surprise).
+        held: _Slot | None = self._slot_hints.get(name)
+        confirmed = False
+        tries = 0
+        if held is not None and not held.lock.acquire(blocking=False):
+            held.lock.acquire()  # another suggest of this study just took the proposal
+            self._prepare(name, count=count, client_id=client_id)
+        try:
+            while True:
+                try:
+                    out = attempt(confirmed and tries >= _OPTIMISTIC_TRIES)
+                except _Stale as stale:
+                    if stale.slot is not held:
+                        if held is not None:  # the study was deleted and created again
+                            held.lock.release()
+                        held = stale.slot
+                        held.lock.acquire()
+                    confirmed = True
+                    tries += 1
+                    self._prepare(name, count=count, client_id=client_id)
+                    continue
+                if out is not None:
+                    return out
+                tries += 1  # this try abandoned silent trials (committed): read again
+        finally:
+            if held is not None:
+                held.lock.release()
 
     def _suggest(
-        self, s: Session, name: str, *, count: int, client_id: str | None
-    ) -> SuggestResult:
+        self, s: Session, name: str, *, count: int, client_id: str | None, inline: bool
+    ) -> SuggestResult | None:
+        """The write transaction of suggest.
+
+        Returns None after abandoning silent trials of an expensive study (a new history: the
+        caller starts again). Raises ``_Stale`` when an expensive designer has no proposal for
+        the current history, unless ``inline`` (the last resort: compute it here).
+        """
         study_row = self._study_row(s, name, lock=True)
         study = _study(study_row)
         sid = study_row.id
@@ -476,6 +585,8 @@ class StudyService:
                         for r in expired
                     ],
                 )
+                if not inline and self._slot(study).expensive:
+                    return None
 
         # (2) The same client asking again gets its running trials back.
         if client_id is not None:
@@ -535,42 +646,38 @@ class StudyService:
         designer_name = study.designer_info.get("designer")
         if len(configs) < count:
             n_new = count - len(configs)
-            designer, problem = self._designer(study)
-            space = problem.space
-            completed = _LazySequence(
-                n_total - n_running - n_abandoned, lambda: self._finished_trials(s, sid)
+            slot = self._slot(study)
+            key: _HistoryKey = (
+                n_total,
+                n_running,
+                n_abandoned,
+                tuple(r.id for r in queued),
+                n_new,
             )
-            pending_loaded = _LazySequence(n_running, lambda: self._running_params(s, sid))
-            pending: Sequence[Params] = (
-                _Chain(pending_loaded, configs) if configs else pending_loaded
-            )
-            try:
-                proposed = designer.suggest(
-                    problem, completed=completed, pending=pending, count=n_new, seed=study.seed
+            plan = slot.plan_for(key)
+            if plan is None:
+                if slot.expensive and not inline:
+                    raise _Stale(slot)
+                loaded: list[tuple[list[Trial], list[Params]]] = []
+
+                def history() -> tuple[list[Trial], list[Params]]:
+                    if not loaded:
+                        loaded.append(self._history(s, sid))
+                    return loaded[0]
+
+                completed = _LazySequence(n_total - n_running - n_abandoned, lambda: history()[0])
+                pending_loaded = _LazySequence(n_running, lambda: history()[1])
+                pending: Sequence[Params] = (
+                    _Chain(pending_loaded, configs) if configs else pending_loaded
                 )
-            except AutotuneError:
-                raise
-            except Exception as e:
-                raise AutotuneError(
-                    f"designer {study.algorithm!r} failed on study {name!r}: {e}"
-                ) from e
-            if len(proposed) != n_new:
-                raise AutotuneError(
-                    f"designer {study.algorithm!r} returned {len(proposed)} configurations "
-                    f"instead of {n_new}"
-                )
-            for p in proposed:
-                try:
-                    configs.append(space.validate_params(p))
-                except ValidationError as e:
-                    raise AutotuneError(
-                        f"designer {study.algorithm!r} returned an invalid configuration "
-                        f"{p!r}: {e.message}"
-                    ) from e
-            info = designer.describe()
-            designer_name = info.get("designer", study.algorithm)
-            if info != study.designer_info:
-                study_changes["designer_info"] = info
+                with slot.lock:
+                    plan = slot.plan_for(key) or self._propose(
+                        slot, study, key, completed=completed, pending=pending
+                    )
+            configs.extend(plan.configs)
+            designer_name = plan.info.get("designer", study.algorithm)
+            if plan.info != study.designer_info:
+                study_changes["designer_info"] = plan.info
 
         # (6) New running trials, numbered on from the study's counter.
         new_rows = [
@@ -962,7 +1069,10 @@ class StudyService:
         counts = dict(s.execute(_COUNT_RUNNING_ABANDONED, {"b_sid": sid}).all())
         return counts.get(_RUNNING, 0), counts.get(_ABANDONED, 0)
 
-    def _finished_trials(self, s: Session, sid: int) -> list[Trial]:
+    def _history(self, s: Session, sid: int) -> tuple[list[Trial], list[Params]]:
+        """The finished trials and the running trials' configurations, in one statement: on
+        PostgreSQL two would see two snapshots, and a trial finishing between them would be
+        in neither (a designer would then repeat its configuration)."""
         rows = s.execute(
             select(
                 _T.number,
@@ -972,10 +1082,10 @@ class StudyService:
                 _T.created_at,
                 _T.completed_at,
             )
-            .where(_T.study_id == sid, _T.state.in_(_FINISHED))
+            .where(_T.study_id == sid, _T.state.in_((*_FINISHED, _RUNNING)))
             .order_by(_T.number)
         ).all()
-        return [
+        completed = [
             Trial(
                 number=r.number,
                 state=r.state,
@@ -985,16 +1095,9 @@ class StudyService:
                 completed_at=r.completed_at,
             )
             for r in rows
+            if r.state != _RUNNING
         ]
-
-    def _running_params(self, s: Session, sid: int) -> list[Params]:
-        return list(
-            s.scalars(
-                select(_T.params)
-                .where(_T.study_id == sid, _T.state == _RUNNING)
-                .order_by(_T.number)
-            ).all()
-        )
+        return completed, [r.params for r in rows if r.state == _RUNNING]
 
     def _upsert_intermediate(self, s: Session, trial_id: int, step: int, value: float) -> None:
         if self._db.is_postgres:
@@ -1058,22 +1161,117 @@ class StudyService:
         inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []
         return _trial(row, intermediate=inter, **changes)
 
-    def _designer(self, study: Study) -> tuple[Designer, Problem]:
-        """The study's designer instance (it may cache work between calls) and its problem
-        (the parsed space). Keyed by creation time too: SQLite may reuse a deleted study's id;
-        a study's space, objectives and algorithm never change."""
+    def _slot(self, study: Study) -> _Slot:
+        """The study's designer slot in this process. Keyed by creation time too: SQLite may
+        reuse a deleted study's id; a study's space, objectives and algorithm never change."""
         key = (study.id, study.created_at)
         with self._designers_lock:
             hit = self._designers.get(key)
             if hit is not None:
                 self._designers.move_to_end(key)
                 return hit
-        hit = (make_designer(study.algorithm), Problem.from_study(study))
+        slot = _Slot(study)
         with self._designers_lock:
-            self._designers[key] = hit
+            slot = self._designers.setdefault(key, slot)
             while len(self._designers) > _DESIGNER_CACHE_SIZE:
                 self._designers.popitem(last=False)
-        return hit
+            if slot.expensive:
+                self._slot_hints[study.name] = slot
+                while len(self._slot_hints) > _DESIGNER_CACHE_SIZE:
+                    self._slot_hints.pop(next(iter(self._slot_hints)))
+        return slot
+
+    def _propose(
+        self,
+        slot: _Slot,
+        study: Study,
+        key: _HistoryKey,
+        *,
+        completed: Sequence[Trial],
+        pending: Sequence[Params],
+    ) -> _Plan:
+        """Run the designer (the caller holds ``slot.lock``) and keep its proposal in the slot."""
+        n_new = key[4]
+        try:
+            proposed = slot.designer.suggest(
+                slot.problem, completed=completed, pending=pending, count=n_new, seed=study.seed
+            )
+        except AutotuneError:
+            raise
+        except Exception as e:
+            raise AutotuneError(
+                f"designer {study.algorithm!r} failed on study {study.name!r}: {e}"
+            ) from e
+        if len(proposed) != n_new:
+            raise AutotuneError(
+                f"designer {study.algorithm!r} returned {len(proposed)} configurations "
+                f"instead of {n_new}"
+            )
+        configs: list[Params] = []
+        for p in proposed:
+            try:
+                configs.append(slot.problem.space.validate_params(p))
+            except ValidationError as e:
+                raise AutotuneError(
+                    f"designer {study.algorithm!r} returned an invalid configuration "
+                    f"{p!r}: {e.message}"
+                ) from e
+        plan = _Plan(key=key, configs=configs, info=slot.designer.describe())
+        slot.plan = plan
+        return plan
+
+    def _prepare(self, name: str, *, count: int, client_id: str | None) -> None:
+        """Compute the proposal that a suggest of ``count`` would need now, with no transaction
+        open, and keep it in the study's slot (the optimistic half of suggest).
+
+        Does nothing when suggest would not ask the designer (inactive study, a client with
+        running trials, budget used, the queue enough) or the proposal is already there.
+        """
+
+        def read(s: Session, _attempt: int) -> tuple[Any, ...] | None:
+            row = self._study_row(s, name)
+            study = _study(row)
+            sid = row.id
+            if study.state != StudyState.ACTIVE:
+                return None
+            slot = self._slot(study)
+            if not slot.expensive:
+                return None
+            if client_id is not None and s.scalar(
+                select(_T.id)
+                .where(_T.study_id == sid, _T.client_id == client_id, _T.state == _RUNNING)
+                .limit(1)
+            ):
+                return None
+            n_running, n_abandoned = self._running_abandoned(s, sid)
+            n_total = row.n_trials
+            want = count
+            if study.max_trials is not None:
+                want = min(want, study.max_trials - (n_total - n_abandoned))
+            queued = s.execute(_PEEK_QUEUE, {"b_sid": sid, "b_limit": max(want, 0)}).all()
+            n_new = want - len(queued)
+            if n_new <= 0:
+                return None
+            key: _HistoryKey = (n_total, n_running, n_abandoned, tuple(r.id for r in queued), n_new)
+            if slot.plan_for(key) is not None:
+                return None
+            completed, running = self._history(s, sid)
+            pending = [*running, *(dict(r.params) for r in queued)]
+            if self._db.is_postgres:
+                # Read committed: each statement saw its own snapshot. The version only moves
+                # forward, so the same version after the reads means they all saw that one.
+                n_again = s.scalar(select(_S.n_trials).where(_S.id == sid))
+                if (n_again, *self._running_abandoned(s, sid)) != key[:3]:
+                    return None
+            return slot, study, key, completed, pending
+
+        job = self._db.run(read, write=False)
+        if job is None:
+            return
+        slot, study, key, completed, pending = job
+        with slot.lock:
+            if slot.plan_for(key) is None:
+                self._propose(slot, study, key, completed=completed, pending=pending)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,9 +47,13 @@ class Designer(ABC):
     learn from each); ``pending`` the configurations of running trials, which a good designer
     avoids duplicating. Instances may cache work between calls (a fitted model), but results
     must not depend on whether the cache was there.
+
+    ``expensive`` designers (a model fit per call) are run by the service outside its write
+    transaction, and their next suggestion may be computed ahead in the background.
     """
 
     name: ClassVar[str]
+    expensive: ClassVar[bool] = False
 
     @abstractmethod
     def suggest(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from autotune.designers import Designer, Problem, register_designer
 from autotune.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -17,8 +19,9 @@ from autotune.errors import (
     TrialFinishedError,
     ValidationError,
 )
-from autotune.models import StudyState, TrialState
+from autotune.models import StudyState, Trial, TrialState
 from autotune.service import StudyService
+from autotune.space import Params
 from autotune.storage.schema import QueueRow, TrialRow
 
 SPACE = {
@@ -619,3 +622,114 @@ def test_suggest_and_observe_are_a_few_statements(service: StudyService, unique_
     assert n_suggest <= 6, statements
     # trial with its study, guarded update
     assert n_observe <= 2, statements[n_suggest:]
+
+
+# -- optimistic suggest ---------------------------------------------------------------------------
+@register_designer("test-lowest-unused")
+class LowestUnused(Designer):
+    """An expensive designer that proposes the lowest ``n`` no finished or running trial has:
+    any proposal computed from a stale history would repeat a running trial's ``n``."""
+
+    name = "test-lowest-unused"
+    expensive = True
+    delay_s = 0.002
+
+    def suggest(
+        self,
+        problem: Problem,
+        *,
+        completed: Sequence[Trial],
+        pending: Sequence[Params],
+        count: int,
+        seed: int,
+    ) -> list[Params]:
+        time.sleep(self.delay_s)
+        used = {t.params["n"] for t in completed} | {p["n"] for p in pending}
+        out: list[Params] = []
+        n = 0
+        while len(out) < count:
+            if n not in used:
+                out.append({"n": n})
+                used.add(n)
+            n += 1
+        return out
+
+
+INT_SPACE = {"n": {"type": "int", "low": 0, "high": 1_000_000}}
+
+
+@pytest.mark.slow
+def test_sixteen_threads_optimistic_designer(service: StudyService, unique_name: str) -> None:
+    """The designer runs outside the write transaction: under 16 racing threads a proposal is
+    handed out only for the history it was computed from (never a stale one)."""
+    n_threads, n_iter, max_trials = 16, 20, 300
+    service.create_study(
+        {
+            "name": unique_name,
+            "space": INT_SPACE,
+            "algorithm": "test-lowest-unused",
+            "objectives": {"loss": "minimize"},
+            "max_trials": max_trials,
+        }
+    )
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def worker(i: int) -> None:
+        try:
+            start.wait()
+            for j in range(n_iter):
+                try:
+                    r = service.suggest(unique_name, client_id=f"w{i}")
+                except StudyNotActiveError:
+                    return
+                if not r.trials:
+                    return
+                (t,) = r.trials
+                if j % 2:  # half the trials stay running a while (pending for the others)
+                    time.sleep(0.001)
+                service.observe(unique_name, t.number, {"loss": float(t.number)})
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    trials = service.list_trials(unique_name, limit=1000).items
+    assert [t.number for t in trials] == list(range(max_trials))
+    assert sorted(t.params["n"] for t in trials) == list(range(max_trials))  # no duplicate
+    assert all(t.state == TrialState.COMPLETED for t in trials)
+    study = service.get_study(unique_name)
+    assert study.state == StudyState.COMPLETED
+    assert study.designer_info == {"designer": "test-lowest-unused"}
+
+
+def test_slow_designer_holds_no_write_lock(
+    service: StudyService, unique_name: str, monkeypatch: Any
+) -> None:
+    """While a slow designer computes for one study, another study's suggest and this study's
+    observe go through at once (on SQLite they used to wait for the whole designer call)."""
+    monkeypatch.setattr(LowestUnused, "delay_s", 0.6)
+    slow = unique_name + "_slow"
+    service.create_study(
+        {"name": slow, "space": INT_SPACE, "algorithm": "test-lowest-unused", "seed": 1}
+    )
+    make(service, unique_name)
+    (t0,) = service.suggest(slow).trials  # 0.6 s
+    got: list[Any] = []
+    th = threading.Thread(target=lambda: got.append(service.suggest(slow)))
+    th.start()
+    time.sleep(0.2)  # the designer is running now
+    t = time.perf_counter()
+    service.suggest(unique_name)
+    service.observe(slow, t0.number, {"value": 1.0})
+    elapsed = time.perf_counter() - t
+    th.join()
+    assert elapsed < 0.3, elapsed
+    # The observe changed the history under the running designer: its proposal was computed
+    # again from the new one (n=0 is finished, so n=1 either way; trial 1 is the next number).
+    (t1,) = got[0].trials
+    assert t1.number == 1 and t1.params == {"n": 1}

@@ -16,7 +16,11 @@ on one machine. AutoTune runs the random designer too, on an embedded SQLite ser
 warmed LocalCluster of ``workers`` processes x 1 thread (cluster start-up is not counted; it is
 reported separately). The machine's cores may be shared: numbers are as measured in one run.
 
-Usage: ``python benchmarks/dask_runner.py [--sleep-trials 8] [--xgb-trials 12] [--workers 1 2]``
+Each row is the median (by efficiency) of ``--repeat`` runs, interleaved with the peer's so both
+see the same background load; the spread is kept beside it.
+
+Usage: ``python benchmarks/dask_runner.py [--sleep-trials 8] [--xgb-trials 12] [--workers 1 2]
+[--repeat 3]``
 Results: ``benchmarks/results/dask_runner.json``, and a markdown table on stdout.
 """
 
@@ -177,6 +181,18 @@ def _row(
     }
 
 
+def _median(runs: list[dict]) -> dict:
+    """The run with the median efficiency, with the spread of all runs beside it."""
+    ranked = sorted(runs, key=lambda r: r["efficiency"])
+    row = dict(ranked[len(ranked) // 2])
+    row["repeats"] = len(runs)
+    row["efficiency_range"] = [ranked[0]["efficiency"], ranked[-1]["efficiency"]]
+    row["overhead_ms_range"] = sorted(r["overhead_ms_per_trial"] for r in runs)[
+        :: len(runs) - 1 or 1
+    ]
+    return row
+
+
 def _noop(i: int) -> int:
     return i
 
@@ -205,6 +221,7 @@ def main() -> None:
     ap.add_argument("--sleep-trials", type=int, default=8, help="sleep trials per worker")
     ap.add_argument("--xgb-trials", type=int, default=12, help="XGBoost trials per worker")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=3, help="runs per row; the median is kept")
     ap.add_argument("--no-write", action="store_true", help="do not write the JSON results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -214,6 +231,7 @@ def main() -> None:
     from distributed import LocalCluster
 
     rows: list[dict] = []
+    load_before = [round(x, 2) for x in os.getloadavg()]
     startup: dict[str, float] = {}
     roundtrip: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -241,12 +259,15 @@ def main() -> None:
                     ("xgboost", args.xgb_trials),
                 ):
                     n = per_worker * w
-                    for row in (
-                        run_autotune(dc, db, workload, w, n, "m"),
-                        run_optuna(workload, w, n),
-                    ):
-                        rows.append(row)
-                        print(json.dumps(row), file=sys.stderr, flush=True)
+                    runs: dict[str, list[dict]] = {"autotune-dask": [], "optuna-threads": []}
+                    for r in range(args.repeat):  # interleaved, so both see the same load
+                        for row in (
+                            run_autotune(dc, db, workload, w, n, f"m{r}"),
+                            run_optuna(workload, w, n),
+                        ):
+                            runs[row["runner"]].append(row)
+                            print(json.dumps(row), file=sys.stderr, flush=True)
+                    rows.extend(_median(v) for v in runs.values())
             finally:
                 dc.close()
                 cluster.close()
@@ -275,11 +296,15 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # 1/5/15-minute load averages: the cores are shared, so this says how busy they were.
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
         "config": {
             "sleep_s": SLEEP_S,
             "sleep_trials_per_worker": args.sleep_trials,
             "xgb_trials_per_worker": args.xgb_trials,
+            "repeats": args.repeat,
             "xgb_options": XGB_OPTIONS,
             "service": "embedded SQLite, random designer",
             "cluster_startup_s": startup,

@@ -10,6 +10,7 @@ composition root, ``autotune.api.app.create_app``), whose lifespan must enter
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -114,6 +115,10 @@ def build_model_server(
 async def serving_lifespan(server: ModelServer) -> AsyncIterator[None]:
     """Start the server (read aliases, preload their versions, start polling); close at exit."""
     await asyncio.to_thread(server.start)
+    # Everything imported and loaded so far lives as long as the process: move it out of the
+    # collector's reach. A full collection over it takes 0.1-0.2 s here, a p99 stall otherwise.
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:

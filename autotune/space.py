@@ -53,6 +53,8 @@ Params = dict[str, ChoiceValue]
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 MAX_PARAMS = 256  # more parameters than any tuning problem we know of; bounds request sizes
 MAX_CHOICES = 1024
+# Integers travel through float64 encodings and JSON: beyond 2**53 they would silently round.
+MAX_INT_MAGNITUDE = 2**53
 # A stepped float's grid must contain (high - low) / step levels up to this relative rounding error.
 _STEP_RTOL = 1e-9
 
@@ -238,6 +240,12 @@ class Int(_ParamBase):
         super().__init__(**kw)
 
     def _validate(self, name: str) -> None:
+        if max(abs(self.low), abs(self.high)) > MAX_INT_MAGNITUDE:
+            raise ValidationError(
+                f"parameter {name!r}: integer bounds must lie within +/-2**53 "
+                f"({MAX_INT_MAGNITUDE}), the range a float64 encoding represents exactly",
+                field=f"space.{name}",
+            )
         if self.low >= self.high:
             raise ValidationError(
                 f"parameter {name!r}: low ({self.low}) must be less than high ({self.high})",

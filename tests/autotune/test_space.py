@@ -39,6 +39,7 @@ def test_python_and_json_forms_agree() -> None:
         ({"n": {"type": "int", "low": 0, "high": 5, "log": True}}, "space.n", "low >= 1"),
         ({"n": {"type": "int", "low": 0, "high": 10, "step": 3}}, "space.n", "multiple"),
         ({"n": {"type": "int", "low": 5, "high": 2}}, "space.n", "less than"),
+        ({"n": {"type": "int", "low": 0, "high": 2**60}}, "space.n", "2**53"),
         ({"c": {"type": "categorical", "choices": []}}, "space.c", "empty"),
         ({"c": {"type": "categorical", "choices": ["a", "a"]}}, "space.c", "duplicate"),
         ({"c": {"type": "categorical", "choices": [1, 1.0]}}, "space.c", "duplicate"),

@@ -21,11 +21,15 @@ unchanged history (no stored counter to bump on every observe, no extra lock).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -70,6 +74,7 @@ from autotune.storage.schema import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 __all__ = ["StudyService", "Page", "ReportResult", "SuggestResult", "QueuedConfig"]
 
@@ -87,6 +92,9 @@ _DESIGNER_CACHE_SIZE = 256
 _OPTIMISTIC_TRIES = 3
 # Algorithms that fit a model per call, whatever their class says.
 _EXPENSIVE_ALGORITHMS = frozenset({"auto", "gp"})
+# Background threads that compute the next suggestion ahead. One: a GP fit already uses a core
+# (torch releases the GIL in its kernels), and on a small server the API needs the other.
+_PRECOMPUTE_WORKERS = 1
 
 _RUNNING = TrialState.RUNNING.value
 _ABANDONED = TrialState.ABANDONED.value
@@ -172,6 +180,8 @@ _SELECT_TRIAL_WITH_STUDY = (
         _S.n_trials.label("study_n_trials"),
         _S.state.label("study_state"),
         _S.stopper.label("study_stopper"),
+        _S.algorithm.label("study_algorithm"),
+        _S.created_at.label("study_created_at"),
     )
     .join(_studies, _S.id == _T.study_id)
     .where(_S.name == bindparam("b_name"), _T.number == bindparam("b_number"))
@@ -271,6 +281,11 @@ class StudyService:
         migrate: apply Alembic migrations on start (several processes may start at once).
         pool_size: PostgreSQL connections kept per process.
         max_overflow: extra PostgreSQL connections allowed under load.
+        precompute: after each observe, fail or pruning report of a study whose designer is
+            expensive, compute its next suggestion (``count=1``) in a background thread, so
+            that a suggest arriving later returns at once. The proposal is used only while the
+            history it was computed from is unchanged, so results are the same either way.
+            ``AUTOTUNE_PRECOMPUTE=0`` turns it off too.
     """
 
     def __init__(
@@ -281,6 +296,7 @@ class StudyService:
         migrate: bool = True,
         pool_size: int = 5,
         max_overflow: int = 20,
+        precompute: bool = True,
     ) -> None:
         self._db = Database(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self._clock = clock or _utcnow
@@ -288,6 +304,12 @@ class StudyService:
         self._designers_lock = threading.Lock()
         # Study name -> its expensive designer's slot, a hint for suggest (checked as it goes).
         self._slot_hints: dict[str, _Slot] = {}
+        self._precompute = precompute and os.environ.get("AUTOTUNE_PRECOMPUTE", "1") != "0"
+        self._precompute_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None  # started by the first precompute
+        self._scheduled: set[str] = set()  # studies with a precompute waiting to start
+        self._futures: set[Future[None]] = set()
+        self._closed = False
         if migrate:
             from autotune.storage.migrate import upgrade
 
@@ -306,8 +328,26 @@ class StudyService:
         """The database URL, password hidden."""
         return self._db.url.render_as_string(hide_password=True)
 
+    @property
+    def precompute(self) -> bool:
+        """Whether the next suggestion of expensive designers is computed in the background."""
+        return self._precompute
+
     def close(self) -> None:
+        """Stop the background work (waiting for a computation under way) and the engines."""
+        with self._precompute_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         self._db.dispose()
+
+    def wait_precomputed(self, timeout: float | None = None) -> bool:
+        """Wait until the background computations scheduled so far are done (for tests and
+        benchmarks); False if some are still running after ``timeout`` seconds."""
+        with self._precompute_lock:
+            futures = list(self._futures)
+        return not wait_futures(futures, timeout=timeout).not_done
 
     def __enter__(self) -> StudyService:
         return self
@@ -762,9 +802,14 @@ class StudyService:
             }
             self._finish(s, row, changes)
             self._maybe_complete_study(s, row, now)
+            changed.append(row)
             return self._trial_from_joined(s, row, **changes)
 
-        return self._db.run(work, write=True)
+        changed: list[Row[Any]] = []
+        trial = self._db.run(work, write=True)
+        if changed:
+            self._precompute_soon(name, changed[-1])
+        return trial
 
     def report(self, name: str, number: int, *, step: int, value: float) -> ReportResult:
         """Store an intermediate value (re-reporting a step overwrites it); refreshes the
@@ -817,9 +862,16 @@ class StudyService:
             )
             if stopper is None:
                 return ReportResult(should_stop=False)
-            return ReportResult(should_stop=self._should_stop(s, row, stopper, now))
+            stop = self._should_stop(s, row, stopper, now)
+            if stop:
+                changed.append(row)
+            return ReportResult(should_stop=stop)
 
-        return self._db.run(work, write=True)
+        changed: list[Row[Any]] = []
+        result = self._db.run(work, write=True)
+        if changed:
+            self._precompute_soon(name, changed[-1])
+        return result
 
     def fail(self, name: str, number: int, *, reason: str) -> Trial:
         """Mark a trial failed.
@@ -847,9 +899,14 @@ class StudyService:
             changes = {"state": TrialState.FAILED.value, "error": reason, "completed_at": now}
             self._finish(s, row, changes)
             self._maybe_complete_study(s, row, now)
+            changed.append(row)
             return self._trial_from_joined(s, row, **changes)
 
-        return self._db.run(work, write=True)
+        changed: list[Row[Any]] = []
+        trial = self._db.run(work, write=True)
+        if changed:
+            self._precompute_soon(name, changed[-1])
+        return trial
 
     def heartbeat(self, name: str, number: int) -> Trial:
         """Tell the service a running trial is alive (it is not abandoned while it beats).
@@ -1219,6 +1276,48 @@ class StudyService:
         plan = _Plan(key=key, configs=configs, info=slot.designer.describe())
         slot.plan = plan
         return plan
+
+    def _precompute_soon(self, name: str, row: Row[Any]) -> None:
+        """After a trial of study ``name`` finished: if its designer is expensive, compute the
+        next suggestion in the background (at most one waiting job per study: the job reads
+        the history when it starts, so later changes are in it)."""
+        if not self._precompute:
+            return
+        with self._designers_lock:
+            slot = self._designers.get((row.study_id, row.study_created_at))
+        expensive = (
+            slot.expensive if slot is not None else row.study_algorithm in (_EXPENSIVE_ALGORITHMS)
+        )
+        if not expensive:
+            return
+        with self._precompute_lock:
+            if self._closed or name in self._scheduled:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=_PRECOMPUTE_WORKERS, thread_name_prefix="autotune-precompute"
+                )
+            self._scheduled.add(name)
+            future = self._pool.submit(self._precompute_job, name)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._precompute_lock:
+            self._futures.discard(future)
+
+    def _precompute_job(self, name: str) -> None:
+        with self._precompute_lock:
+            self._scheduled.discard(name)
+            if self._closed:
+                return
+        try:
+            self._prepare(name, count=1, client_id=None)
+        except NotFoundError:
+            pass  # deleted meanwhile
+        except Exception:
+            # Only an optimisation: the next suggest computes (and reports) it again.
+            log.warning("precomputing the next suggestion of study %r failed", name, exc_info=True)
 
     def _prepare(self, name: str, *, count: int, client_id: str | None) -> None:
         """Compute the proposal that a suggest of ``count`` would need now, with no transaction

@@ -95,6 +95,7 @@ class TrialOutcome:
     info: dict[str, Any] = field(default_factory=dict)
     started_at: float = 0.0  # time.time() on the worker, for utilization
     ended_at: float = 0.0
+    last_report: tuple[int, float] | None = None  # (step, value) the runner still has to send
 
 
 @dataclass
@@ -183,7 +184,8 @@ class _ServiceReporter:
     service gave (a stop arrives at most one round trip late). When training produces values
     faster than the service takes them (a boosting round of a millisecond against a database
     commit of several), the newest value replaces one not yet sent: the stored curve is thinned,
-    never delayed, and the last value is always sent. The stoppers read curves with gaps
+    never delayed. The last value always arrives: if it is not stored when training ends,
+    ``close`` returns it and the runner sends it before ``observe``. The stoppers read curves with gaps
     (``Curve.value_at_or_after``, ``best_up_to``). With ``sync`` (the spec's ``sync_reports``)
     every value is sent and answered before training goes on: exact curves and stops, at a
     round trip per step. An unreachable service (a restart) does not stop training: the value is
@@ -198,20 +200,23 @@ class _ServiceReporter:
         self.finished = False  # the service says the trial is over (pruned, failed, abandoned)
         self.sent = 0
         self._pending: tuple[int, float] | None = None
+        self._last: tuple[int, float] | None = None  # the latest value reported
+        self._confirmed: tuple[int, float] | None = None  # the latest value the service stored
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._send, name=f"report-{number}", daemon=True)
         self._thread.start()
 
     def report(self, step: int, value: float) -> bool:
-        if self.sync:  # every value, and the answer to it, before training goes on
-            if math.isfinite(value) and not self.finished:
-                self._send_one(int(step), float(value))
+        if not math.isfinite(value) or self.finished:
             return self.should_stop
-        if math.isfinite(value) and not self.finished:
-            with self._cond:
-                self._pending = (int(step), float(value))
-                self._cond.notify()
+        item = (int(step), float(value))
+        if self.sync:  # every value, and the answer to it, before training goes on
+            self._send_one(item)
+            return self.should_stop
+        with self._cond:
+            self._pending = self._last = item
+            self._cond.notify()
         return self.should_stop
 
     def _send(self) -> None:
@@ -223,24 +228,34 @@ class _ServiceReporter:
                 if item is None:  # closing and nothing left
                     return
             if not self.finished:
-                self._send_one(*item)
+                self._send_one(item)
 
-    def _send_one(self, step: int, value: float) -> None:
+    def _send_one(self, item: tuple[int, float]) -> None:
         try:
-            if self.study.report(self.number, step, value):
+            if self.study.report(self.number, *item):
                 self.should_stop = True
             self.sent += 1
+            with self._cond:
+                self._confirmed = item
         except TrialFinishedError:
             self.finished = self.should_stop = True
         except Exception as e:  # a restarting service: keep training, try the next one
-            logger.warning("report of trial %d step %d failed: %s", self.number, step, e)
+            logger.warning("report of trial %d step %d failed: %s", self.number, item[0], e)
 
-    def close(self) -> None:
-        """Send the last value, then stop the thread."""
+    def close(self) -> tuple[int, float] | None:
+        """Stop without waiting for the service; returns the last value if it is not yet stored.
+
+        The caller hands that value to the runner, which sends it before ``observe``: the trial
+        ends as soon as training does, and its last value still reaches the curve (a value sent
+        twice overwrites itself). A send still in flight finishes in the background.
+        """
         with self._cond:
             self._closing = True
+            self._pending = None
             self._cond.notify()
-        self._thread.join()
+            if self.finished or self._last is None or self._last == self._confirmed:
+                return None
+            return self._last
 
 
 class _Heartbeat:
@@ -350,7 +365,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
             try:
                 result = _fit(task, data, reporter)
             finally:
-                reporter.close()
+                last_report = reporter.close()
             artifact = _write_artifact(task, result)
     except Exception as e:
         _end_attempts(task)
@@ -372,6 +387,7 @@ def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
         duration_s=time.perf_counter() - start,
         worker=worker,
         info={**result.info, "reports_sent": reporter.sent},
+        last_report=last_report,
         started_at=started_at,
         ended_at=time.time(),
     )
@@ -853,6 +869,10 @@ def _record(
 ) -> tuple[dict[str, float] | None, TrialState]:
     """Observe or fail the trial; returns (the values observed or None, the trial's state)."""
     number = outcome.number
+    if outcome.last_report is not None:  # the trial's last value, not yet stored
+        step, value = outcome.last_report
+        with contextlib.suppress(TrialFinishedError):
+            call(lambda: study.report(number, step, value), f"report trial {number}")
     if outcome.error is None:
         values = {k: outcome.metrics[k] for k in reported if k in outcome.metrics}
         bad = [k for k in reported if not math.isfinite(values.get(k, math.nan))]

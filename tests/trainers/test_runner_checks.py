@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,16 @@ def test_reporter_async_thins_but_always_sends_the_last_value() -> None:
     rep = _ServiceReporter(study, 0)
     for s in range(100):  # much faster than the service answers
         rep.report(s, float(s))
-    rep.close()
+    left = rep.close()  # returns at once; the last value goes to the runner if not yet stored
     steps = [s for s, _ in study.got]
-    assert steps[-1] == 99 and len(steps) < 100 and steps == sorted(steps)
+    assert len(steps) < 100 and steps == sorted(steps)
+    assert left == (99, 99.0) or (left is None and steps[-1] == 99)
+
+    study = _FakeStudy()
+    rep = _ServiceReporter(study, 0)
+    rep.report(0, 1.0)
+    time.sleep(0.2)  # stored meanwhile: nothing left for the runner
+    assert rep.close() is None and study.got == [(0, 1.0)]
 
 
 def test_reporter_stops_when_the_service_finished_the_trial() -> None:

@@ -767,7 +767,10 @@ class StudyService:
         """Complete a trial with its metrics: every objective, optionally constraint metrics.
 
         A late result for an abandoned trial is accepted (and its requeued configuration
-        withdrawn if it was not handed out again). Nothing is stored unless all is valid.
+        withdrawn if it was not handed out again), unless its configuration was handed out
+        again and counting it would exceed ``max_trials``: then it is refused with
+        ``TrialFinishedError`` and the trial stays abandoned. Nothing is stored unless all is
+        valid.
 
         Args:
             name: the study.
@@ -779,7 +782,8 @@ class StudyService:
             ValidationError: a missing objective, an unknown metric, a non-finite value, or
                 metadata that is not a JSON object.
             NotFoundError: unknown study or trial.
-            TrialFinishedError: the trial is already completed, failed or pruned.
+            TrialFinishedError: the trial is already completed, failed or pruned, or is an
+                abandoned trial whose late result no longer fits the budget (see above).
         """
         number = _check_number(number)
         meta = _check_metadata(metadata)
@@ -1103,9 +1107,38 @@ class StudyService:
                 if prior == _ABANDONED:
                     # A late result: withdraw its requeued configuration if still queued.
                     s.execute(delete(_queue).where(_Q.source_trial_id == row.id))
+                    if row.study_max_trials is not None:
+                        self._check_late_budget(s, row)
                 return prior
         current = s.scalar(select(_T.state).where(_T.id == row.id))
         raise _finished(None, row.number, current or "deleted")
+
+    def _check_late_budget(self, s: Session, row: Row[Any]) -> None:
+        """A late result for an abandoned trial: its abandonment freed its place in the budget.
+        If its configuration was handed out again (requeued configurations go first, so only
+        then), a newer trial took that place and counting this one again would exceed
+        ``max_trials``: refuse it (the transaction rolls back and the trial stays abandoned);
+        the newer trial evaluates the same configuration.
+
+        Under the study lock (PostgreSQL), so a concurrent suggest cannot take the same place.
+        """
+        stmt = select(_S.n_trials).where(_S.id == row.study_id)
+        n_trials = s.scalar(stmt.with_for_update() if self._db.is_postgres else stmt) or 0
+        _, n_abandoned = self._running_abandoned(s, row.study_id)  # this one counted already
+        max_trials = row.study_max_trials
+        if n_trials - n_abandoned > max_trials:
+            raise TrialFinishedError(
+                f"trial {row.number} was abandoned (no heartbeat within the grace period) and "
+                "its configuration was handed out again as a newer trial, which took its place "
+                f"in the budget of {max_trials} trials; this late result is not recorded, the "
+                "newer trial evaluates the same configuration",
+                details={
+                    "field": "number",
+                    "number": row.number,
+                    "state": _ABANDONED,
+                    "max_trials": max_trials,
+                },
+            )
 
     def _maybe_complete_study(self, s: Session, row: Row[Any], now: datetime) -> None:
         """Complete the study once its budget is used and no trial is running."""

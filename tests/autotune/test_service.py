@@ -733,3 +733,56 @@ def test_slow_designer_holds_no_write_lock(
     # again from the new one (n=0 is finished, so n=1 either way; trial 1 is the next number).
     (t1,) = got[0].trials
     assert t1.number == 1 and t1.params == {"n": 1}
+
+
+# -- late results of abandoned trials --------------------------------------------------------------
+def test_late_result_refused_when_its_place_was_taken(
+    service: StudyService, unique_name: str, clock: Any
+) -> None:
+    """An abandoned trial's configuration went to a newer trial, which took its place in the
+    budget: its late result (observe, fail or a pruning report) would make max_trials + 1."""
+    make(
+        service,
+        unique_name,
+        heartbeat_grace_s=10,
+        max_trials=2,
+        stopper={"type": "patience", "upper": 5.0},
+    )
+    t0, t1 = service.suggest(unique_name, count=2).trials
+    clock.advance(11)
+    service.heartbeat(unique_name, t1.number)
+    (t2,) = service.suggest(unique_name).trials  # abandons t0, hands its config out again
+    assert t2.number == 2 and t2.params == t0.params
+    for late in (
+        lambda: service.observe(unique_name, 0, {"loss": 0.5}),
+        lambda: service.fail(unique_name, 0, reason="late"),
+        lambda: service.report(unique_name, 0, step=1, value=9.0),  # the stopper would prune
+    ):
+        with pytest.raises(TrialFinishedError) as e:
+            late()
+        assert "handed out again" in e.value.message and e.value.details["max_trials"] == 2
+        assert service.get_trial(unique_name, 0).state == TrialState.ABANDONED
+    service.observe(unique_name, 1, {"loss": 1.0})
+    service.observe(unique_name, 2, {"loss": 2.0})
+    study = service.get_study(unique_name)
+    assert study.state == StudyState.COMPLETED
+    done = service.list_trials(unique_name, state=TrialState.COMPLETED)
+    assert [t.number for t in done.items] == [1, 2]
+
+
+def test_late_result_accepted_when_it_fits(
+    service: StudyService, unique_name: str, clock: Any
+) -> None:
+    study = make(service, unique_name, heartbeat_grace_s=10, max_trials=3)
+    t0, t1 = service.suggest(unique_name, count=2, client_id="w").trials
+    clock.advance(11)
+    # Client "w" gets its trials back: they are abandoned, their configs wait in the queue.
+    service.suggest(unique_name, client_id="other")  # abandons both, hands out t0's config
+    assert service.get_trial(unique_name, 1).state == TrialState.ABANDONED
+    assert queue_len(service, study.id) == 1
+    # t1's config is still queued: its late result takes its own place back.
+    assert service.observe(unique_name, 1, {"loss": 1.0}).state == TrialState.COMPLETED
+    assert queue_len(service, study.id) == 0
+    # t0's config was handed out again (trial 2), and one place is left: it fits too.
+    assert service.observe(unique_name, 0, {"loss": 0.5}).state == TrialState.COMPLETED
+    assert service.suggest(unique_name).trials == []  # 3 counted: the budget is used

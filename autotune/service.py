@@ -15,7 +15,12 @@ under the lock, so suggest always makes progress). The version is ``(n_trials, n
 n_abandoned)`` plus the queued configurations popped and the count asked: trials only move
 running -> finished | abandoned and abandoned -> finished, and each move lowers ``n_running`` or
 ``n_abandoned`` while ``n_trials`` stays, so with ``n_trials`` unchanged equal counts mean an
-unchanged history (no stored counter to bump on every observe, no extra lock).
+unchanged history (no stored counter to bump on every observe, no extra lock). The same slot
+receives the proposal that a background thread computes after each observe (``precompute``),
+so a suggest that finds it returns at once; any proposal may be lost without changing results.
+
+A report to a study with a stopper takes the study lock as suggest does, so racing reports are
+decided one after the other; without a stopper it stays three statements and takes no lock.
 """
 
 from __future__ import annotations
@@ -567,10 +572,13 @@ class StudyService:
         held: _Slot | None = self._slot_hints.get(name)
         confirmed = False
         tries = 0
+        busy = False
         if held is not None and not held.lock.acquire(blocking=False):
             held.lock.acquire()  # another suggest of this study just took the proposal
-            self._prepare(name, count=count, client_id=client_id)
+            busy = True
         try:
+            if busy:
+                self._prepare(name, count=count, client_id=client_id)
             while True:
                 try:
                     out = attempt(confirmed and tries >= _OPTIMISTIC_TRIES)

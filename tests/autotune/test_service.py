@@ -786,3 +786,44 @@ def test_late_result_accepted_when_it_fits(
     # t0's config was handed out again (trial 2), and one place is left: it fits too.
     assert service.observe(unique_name, 0, {"loss": 0.5}).state == TrialState.COMPLETED
     assert service.suggest(unique_name).trials == []  # 3 counted: the budget is used
+
+
+@register_designer("test-broken")
+class Broken(Designer):
+    name = "test-broken"
+    expensive = True
+
+    def suggest(
+        self,
+        problem: Problem,
+        *,
+        completed: Sequence[Trial],
+        pending: Sequence[Params],
+        count: int,
+        seed: int,
+    ) -> list[Params]:
+        raise RuntimeError("no luck")
+
+
+def test_failing_expensive_designer_reports_and_releases(
+    service: StudyService, unique_name: str
+) -> None:
+    from autotune.errors import AutotuneError
+
+    service.create_study({"name": unique_name, "space": INT_SPACE, "algorithm": "test-broken"})
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            service.suggest(unique_name)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            errors.append(e)
+
+    for _ in range(2):  # from another thread each time: a lock left held would hang it
+        th = threading.Thread(target=ask)
+        th.start()
+        th.join(timeout=30)
+        assert not th.is_alive()
+    assert len(errors) == 2 and all(type(e) is AutotuneError for e in errors)
+    assert "no luck" in errors[0].args[0]
+    assert service.get_study(unique_name).n_trials == 0

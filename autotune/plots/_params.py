@@ -1,0 +1,281 @@
+"""How parameters relate to an objective: parallel coordinates, slice and contour."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from autotune.errors import ValidationError
+from autotune.models import Study, Trial
+from autotune.plots._common import (
+    DEFAULT_MAX_POINTS,
+    best_indices,
+    check_params,
+    completed_values,
+    downsample,
+    empty_figure,
+    finish_layout,
+    objective_of,
+    param_axis,
+    sampled_note,
+    scatter_trace,
+)
+from autotune.plots._registry import register
+
+__all__ = ["plot_parallel_coordinates", "plot_slice", "plot_contour"]
+
+# Parallel coordinates draw one line per trial; past this many the picture is a solid band.
+_PARCOORDS_MAX_LINES = 2000
+_SLICE_COLUMNS = 3
+# Contour grid cells per continuous axis (discrete axes get one cell per level).
+_CONTOUR_BINS = 30
+_COLORSCALE = "Blues"
+
+
+def _colorscale(minimize: bool) -> str:
+    # The best values get the darkest colour whichever the direction.
+    return _COLORSCALE if not minimize else _COLORSCALE + "_r"
+
+
+@register("parallel_coordinates", title="Parallel coordinates")
+def plot_parallel_coordinates(
+    study: Study,
+    trials: Sequence[Trial],
+    *,
+    objective: str | None = None,
+    params: Sequence[str] | None = None,
+    max_points: int = _PARCOORDS_MAX_LINES,
+) -> go.Figure:
+    """One line per completed trial across its parameters and the objective.
+
+    A conditional parameter that is inactive in a trial sits on an extra "inactive" tick below
+    its range, so the trial's line stays whole.
+
+    Args:
+        study: the study.
+        trials: its trials (completed ones are drawn).
+        objective: which objective colours the lines (default: the first).
+        params: which parameters (default: all).
+        max_points: at most this many lines (the best always among them).
+    """
+    obj = objective_of(study, objective)
+    names = check_params(study, params)
+    title = f"Parallel coordinates of {obj.name}"
+    kept, y, _ = completed_values(study, trials, obj.name)
+    if len(kept) == 0:
+        return empty_figure(title, "No completed trials yet")
+    idx = downsample(len(kept), max_points, keep=best_indices(obj, y))
+    shown = [kept[i] for i in idx]
+    ys = y[idx]
+    dims = [{"label": obj.name, "values": ys, "range": [float(ys.min()), float(ys.max())]}]
+    for name in names:
+        ax = param_axis(study, name, shown)
+        pos = ax.positions
+        if np.all(np.isnan(pos)):
+            continue
+        dim: dict = {"label": name}
+        if ax.categorical:
+            lo, hi = -0.5, len(ax.axis["tickvals"]) - 0.5
+            tickvals, ticktext = list(ax.axis["tickvals"]), list(ax.axis["ticktext"])
+        else:
+            if ax.log:
+                pos = np.log10(pos)
+            finite = pos[~np.isnan(pos)]
+            lo, hi = float(finite.min()), float(finite.max())
+            if hi == lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            ticks = np.linspace(lo, hi, 5)
+            tickvals = list(ticks)
+            ticktext = [_fmt(10**t if ax.log else t) for t in ticks]
+        if np.isnan(pos).any():
+            below = lo - 0.1 * (hi - lo)
+            pos = np.where(np.isnan(pos), below, pos)
+            tickvals, ticktext = [below, *tickvals], ["inactive", *ticktext]
+            lo = below
+        dim.update(values=pos, range=[lo, hi], tickvals=tickvals, ticktext=ticktext)
+        dims.append(dim)
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={
+                "color": ys,
+                "colorscale": _colorscale(obj.minimize),
+                "showscale": True,
+                "colorbar": {"title": {"text": obj.name}},
+            },
+        )
+    )
+    fig.update_layout(title=title + sampled_note(len(idx), len(kept)))
+    finish_layout(fig)
+    fig.update_layout(margin={"l": 70, "r": 70, "t": 80, "b": 30})
+    return fig
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+@register("slice", title="Slice")
+def plot_slice(
+    study: Study,
+    trials: Sequence[Trial],
+    *,
+    objective: str | None = None,
+    params: Sequence[str] | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> go.Figure:
+    """The objective against each parameter, one panel per parameter, coloured by trial number.
+
+    Args:
+        study: the study.
+        trials: its trials (completed ones are drawn).
+        objective: which objective (default: the first).
+        params: which parameters (default: all).
+        max_points: at most this many trials (the best always among them).
+    """
+    obj = objective_of(study, objective)
+    names = check_params(study, params)
+    title = f"Slice of {obj.name}"
+    kept, y, _ = completed_values(study, trials, obj.name)
+    if len(kept) == 0 or not names:
+        return empty_figure(title, "No completed trials yet" if names else "No parameters")
+    idx = downsample(len(kept), max_points, keep=best_indices(obj, y))
+    shown = [kept[i] for i in idx]
+    ys = y[idx]
+    numbers = np.fromiter((t.number for t in shown), dtype=np.int64, count=len(shown))
+    cols = min(_SLICE_COLUMNS, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, horizontal_spacing=0.04,
+                        vertical_spacing=0.12 if rows > 1 else 0.0, subplot_titles=names)  # fmt: skip
+    for i, name in enumerate(names):
+        ax = param_axis(study, name, shown)
+        active = ~np.isnan(ax.positions)
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(
+            scatter_trace(
+                int(active.sum()),
+                x=ax.positions[active],
+                y=ys[active],
+                mode="markers",
+                name=name,
+                showlegend=False,
+                marker={
+                    "color": numbers[active],
+                    "colorscale": "Viridis",
+                    "size": 5,
+                    "opacity": 0.7,
+                    "showscale": i == 0,
+                    "colorbar": {"title": {"text": "trial"}},
+                },
+                customdata=numbers[active],
+                hovertemplate="trial %{customdata}<br>"
+                + name
+                + "=%{x}<br>"
+                + obj.name
+                + "=%{y}<extra></extra>",
+            ),
+            row=r,
+            col=c,
+        )
+        axis = {k: v for k, v in ax.axis.items() if k != "title"}
+        fig.update_xaxes(**axis, row=r, col=c)
+    fig.update_yaxes(title_text=obj.name, col=1)
+    fig.update_layout(title=title + sampled_note(len(idx), len(kept)), height=max(400, 300 * rows))
+    return finish_layout(fig)
+
+
+def _grid(pos: np.ndarray, ax_categorical: bool, n_levels: int, log: bool) -> np.ndarray:
+    """Bin edges over ``pos`` (finite values): one bin per level, else ``_CONTOUR_BINS``."""
+    if ax_categorical:
+        return np.arange(n_levels + 1) - 0.5
+    lo, hi = float(np.min(pos)), float(np.max(pos))
+    if log:
+        return np.logspace(np.log10(lo), np.log10(hi) + 1e-12, _CONTOUR_BINS + 1)
+    if hi == lo:
+        return np.array([lo - 0.5, hi + 0.5])
+    return np.linspace(lo, hi, _CONTOUR_BINS + 1)
+
+
+@register("contour", title="Contour of a parameter pair", applies=lambda s: len(s.space) >= 2)
+def plot_contour(
+    study: Study,
+    trials: Sequence[Trial],
+    *,
+    objective: str | None = None,
+    x: str | None = None,
+    y: str | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> go.Figure:
+    """The objective over a pair of parameters: the mean value of the trials in each grid cell
+    (empty cells interpolated), with the trials as points.
+
+    Args:
+        study: the study.
+        trials: its trials (completed ones are drawn).
+        objective: which objective (default: the first).
+        x: the parameter across (default: the first).
+        y: the parameter up (default: the second).
+        max_points: at most this many trial markers.
+    """
+    obj = objective_of(study, objective)
+    names = list(study.space)
+    if len(names) < 2:
+        raise ValidationError("a contour needs two parameters; this study has one", field="x")
+    px = check_params(study, [x])[0] if x is not None else names[0]
+    py = check_params(study, [y])[0] if y is not None else next(n for n in names if n != px)
+    if px == py:
+        raise ValidationError(f"x and y must be two parameters, got {px!r} twice", field="y")
+    title = f"Contour of {obj.name} over {px} and {py}"
+    kept, vals, _ = completed_values(study, trials, obj.name)
+    ax_x, ax_y = param_axis(study, px, kept), param_axis(study, py, kept)
+    both = ~np.isnan(ax_x.positions) & ~np.isnan(ax_y.positions)
+    if both.sum() < 2:
+        return empty_figure(title, f"Fewer than two completed trials with both {px} and {py}")
+    xs, ys, zs = ax_x.positions[both], ax_y.positions[both], vals[both]
+    ex = _grid(xs, ax_x.categorical, len(ax_x.axis.get("tickvals", [])), ax_x.log)
+    ey = _grid(ys, ax_y.categorical, len(ax_y.axis.get("tickvals", [])), ax_y.log)
+    ix = np.clip(np.searchsorted(ex, xs, side="right") - 1, 0, len(ex) - 2)
+    iy = np.clip(np.searchsorted(ey, ys, side="right") - 1, 0, len(ey) - 2)
+    sums = np.zeros((len(ey) - 1, len(ex) - 1))  # (n_y_cells, n_x_cells)
+    counts = np.zeros_like(sums)
+    np.add.at(sums, (iy, ix), zs)
+    np.add.at(counts, (iy, ix), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(counts > 0, sums / counts, np.nan)
+    cx = np.sqrt(ex[:-1] * ex[1:]) if ax_x.log else (ex[:-1] + ex[1:]) / 2
+    cy = np.sqrt(ey[:-1] * ey[1:]) if ax_y.log else (ey[:-1] + ey[1:]) / 2
+    fig = go.Figure(
+        go.Contour(
+            x=cx,
+            y=cy,
+            z=z,
+            connectgaps=True,
+            colorscale=_colorscale(obj.minimize),
+            colorbar={"title": {"text": obj.name}},
+            contours={"coloring": "heatmap"},
+            line={"width": 0.5},
+            hovertemplate=px + "=%{x}<br>" + py + "=%{y}<br>mean " + obj.name
+            + "=%{z}<extra></extra>",
+        )
+    )  # fmt: skip
+    idx = downsample(len(xs), max_points)
+    fig.add_trace(
+        scatter_trace(
+            len(idx),
+            x=xs[idx],
+            y=ys[idx],
+            mode="markers",
+            name="trial",
+            showlegend=False,
+            marker={"color": "black", "size": 4, "opacity": 0.5},
+            hoverinfo="skip",
+        )
+    )
+    fig.update_xaxes(**ax_x.axis)
+    fig.update_yaxes(**ax_y.axis)
+    fig.update_layout(title=title + sampled_note(len(idx), len(xs)))
+    return finish_layout(fig)

@@ -1,0 +1,107 @@
+"""Plot kinds by name: a registry with a duplicate check, so the REST route and the dashboard
+list the kinds without an if/elif chain."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autotune.errors import ValidationError
+from autotune.models import Study, Trial
+
+__all__ = ["PlotKind", "register", "plot_kinds", "get_kind", "make_figure"]
+
+
+@dataclass(frozen=True)
+class PlotKind:
+    """A named figure: its function, a title, which studies it applies to and its options."""
+
+    name: str
+    fn: Callable[..., Any]
+    title: str
+    applies: Callable[[Study], bool]
+    options: tuple[str, ...]
+
+
+_KINDS: dict[str, PlotKind] = {}
+# Modules whose import registers the kinds (imported on first lookup: plotly loads lazily).
+_MODULES = (
+    "autotune.plots._history",
+    "autotune.plots._params",
+    "autotune.plots._importance",
+    "autotune.plots._pareto",
+    "autotune.plots._curves",
+)
+
+
+def _always(study: Study) -> bool:
+    return True
+
+
+def register(
+    name: str, *, title: str, applies: Callable[[Study], bool] = _always
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a figure function ``fn(study, trials, **options)`` under ``name``."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _KINDS and _KINDS[name].fn is not fn:
+            raise ValueError(f"plot kind {name!r} is already registered by {_KINDS[name].fn}")
+        sig = inspect.signature(fn)
+        options = tuple(
+            p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+        )
+        _KINDS[name] = PlotKind(name=name, fn=fn, title=title, applies=applies, options=options)
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    if len(_KINDS) < len(_MODULES):
+        import importlib
+
+        for m in _MODULES:
+            importlib.import_module(m)
+
+
+def plot_kinds(study: Study | None = None) -> list[str]:
+    """Every kind, or those that apply to ``study`` (Pareto only with several objectives...)."""
+    _load()
+    return [k.name for k in _KINDS.values() if study is None or k.applies(study)]
+
+
+def get_kind(kind: str) -> PlotKind:
+    """The registered kind.
+
+    Raises:
+        ValidationError: no kind of that name (the allowed ones in ``details.allowed``).
+    """
+    _load()
+    found = _KINDS.get(kind)
+    if found is None:
+        allowed = plot_kinds()
+        raise ValidationError(
+            f"unknown plot kind {kind!r}; choose one of {allowed}",
+            field="kind",
+            details={"allowed": allowed},
+        )
+    return found
+
+
+def make_figure(kind: str, study: Study, trials: Sequence[Trial], **options: Any) -> Any:
+    """The ``kind`` figure of ``study``; options the kind does not take are refused.
+
+    Raises:
+        ValidationError: an unknown kind, an option the kind does not take, or a bad option.
+    """
+    k = get_kind(kind)
+    extra = sorted(set(options) - set(k.options))
+    if extra:
+        raise ValidationError(
+            f"plot {kind!r} takes no option {extra[0]!r}; its options are {list(k.options)}",
+            field=extra[0],
+            details={"allowed": list(k.options)},
+        )
+    return k.fn(study, trials, **options)

@@ -1,0 +1,149 @@
+"""The dashboard's own JSON: study summaries and the paged trial table. Figures come from the
+REST plots route, trials and models from their own routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from autotune.api.deps import LimitDep, OffsetDep, ServiceDep, StudyNameDep
+from autotune.api.errors import ERROR_RESPONSES
+from autotune.api.routes.plots import SnapshotsDep
+from autotune.dashboard._table import table_page, trial_row
+from autotune.models import Study, Trial, TrialState
+from autotune.plots._registry import get_kind, plot_kinds
+
+router = APIRouter(prefix="/dashboard/api", tags=["dashboard"], responses=ERROR_RESPONSES)
+
+# Optional APIs the pages show when the app has them (other packages mount them).
+_CAPABILITIES = {
+    "models": "/v1/models",
+    "serving_status": "/v1/serving/status",
+    "serving_metrics": "/metrics",
+    "feature_groups": "/v1/feature-groups",
+}
+
+
+@router.get("/capabilities", summary="Which optional APIs this server has")
+def capabilities(request: Request) -> dict[str, bool]:
+    paths = {getattr(r, "path", None) for r in request.app.routes}
+    return {name: path in paths for name, path in _CAPABILITIES.items()}
+
+
+def _best(study: Study, best: list[Trial]) -> dict[str, Any]:
+    if not best:
+        return {"values": None, "number": None, "n_pareto": 0}
+    if len(study.objectives) == 1:
+        return {"values": best[0].values, "number": best[0].number, "n_pareto": 1}
+    return {"values": None, "number": None, "n_pareto": len(best)}
+
+
+def _last_update(study: Study, last: Trial | None) -> datetime:
+    times = [study.updated_at]
+    if last is not None:
+        times += [t for t in (last.created_at, last.completed_at, last.heartbeat_at) if t]
+    return max(times)
+
+
+def _summary(service: Any, study: Study) -> dict[str, Any]:
+    last = None
+    if study.n_trials:
+        page = service.list_trials(study.name, offset=study.n_trials - 1, limit=1)
+        last = page.items[0] if page.items else None
+    return {
+        "name": study.name,
+        "state": study.state.value,
+        "n_trials": study.n_trials,
+        "objectives": {k: v.value for k, v in study.objectives.items()},
+        "best": _best(study, service.best_trials(study.name)),
+        "created_at": study.created_at,
+        "last_update": _last_update(study, last),
+    }
+
+
+@router.get("/studies", summary="Studies with their state, trial count, best value, last update")
+def studies(service: ServiceDep, offset: OffsetDep = 0, limit: LimitDep = 100) -> dict[str, Any]:
+    page = service.list_studies(offset=offset, limit=limit)
+    return {
+        "items": [_summary(service, s) for s in page.items],
+        "total": page.total,
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+@router.get("/studies/{study}", summary="A study with its counts, best trials and plot kinds")
+def study_summary(study: StudyNameDep, snapshots: SnapshotsDep) -> dict[str, Any]:
+    snap = snapshots.get(study)
+    info = snap.study
+    counts = {s.value: 0 for s in TrialState}
+    for t in snap.trials:
+        counts[t.state.value] += 1
+    best = snap.memo(("best",), lambda: _best_from(info, snap.trials))
+    return {
+        "study": info.model_dump(mode="json"),
+        "counts": counts,
+        "best": best,
+        "plots": [{"kind": k, "title": get_kind(k).title} for k in plot_kinds(info)],
+        "version": snap.version,
+    }
+
+
+def _best_from(study: Study, trials: list[Trial]) -> dict[str, Any]:
+    import numpy as np
+
+    from autotune.plots._pareto import pareto_mask
+
+    names = list(study.objectives)
+    constraints = study.constraint_objects()
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETED
+        and t.values
+        and all(n in t.values for n in names)
+        and t.is_feasible(constraints)
+    ]
+    if not done:
+        return _best(study, [])
+    signs = np.array([1.0 if study.objectives[n].value == "minimize" else -1.0 for n in names])
+    y = np.array([[t.values[n] for n in names] for t in done]) * signs  # type: ignore[index]
+    if len(names) == 1:
+        # Ties go to the lowest number, as the service's best_trials does.
+        return _best(study, [done[int(np.argmin(y[:, 0]))]])
+    return _best(study, [t for t, on in zip(done, pareto_mask(y), strict=True) if on])
+
+
+@router.get("/studies/{study}/trials", summary="A page of the trial table, filtered and sorted")
+def trials_table(
+    study: StudyNameDep,
+    snapshots: SnapshotsDep,
+    offset: OffsetDep = 0,
+    limit: LimitDep = 50,
+    q: Annotated[str, Query(max_length=1000, description="Filter, e.g. 'lr<0.01 rbf'.")] = "",
+    state: TrialState | None = None,
+    sort: Annotated[str, Query(max_length=200, description="number, values.x, ...")] = "number",
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
+) -> dict[str, Any]:
+    snap = snapshots.get(study)
+    rows = snap.memo(("rows",), lambda: [trial_row(t) for t in snap.trials])
+    items, total = table_page(
+        snap.study,
+        rows,
+        q=q,
+        state=state.value if state else None,
+        sort=sort,
+        descending=order == "desc",
+        offset=offset,
+        limit=limit,
+    )
+    return {
+        "items": items,
+        "total": total,
+        "n_trials": len(rows),
+        "offset": offset,
+        "limit": limit,
+        "version": snap.version,
+    }

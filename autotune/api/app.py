@@ -15,8 +15,9 @@ from fastapi import FastAPI
 
 import autotune
 from autotune.api.errors import install_error_handlers
-from autotune.api.routes import health, studies, trials
+from autotune.api.routes import health, plots, studies, trials
 from autotune.api.settings import Settings
+from autotune.dashboard import mount_dashboard
 from autotune.service import StudyService
 
 __all__ = ["create_app", "app_from_env", "API_PREFIX"]
@@ -60,8 +61,9 @@ def create_app(service: StudyService | None = None, *, db_url: str | None = None
     )
     app.state.service = svc
     install_error_handlers(app)
-    for router in (health.router, studies.router, trials.router):
+    for router in (health.router, studies.router, trials.router, plots.router):
         app.include_router(router, prefix=API_PREFIX)
+    mount_dashboard(app)
     return app
 
 

@@ -29,6 +29,7 @@ from autotune.errors import (
     ValidationError,
 )
 from autotune.models import Study, StudyState, Trial, TrialState
+from autotune.plots._mixin import StudyPlotsMixin
 from autotune.space import SearchSpace
 
 __all__ = ["Client", "StudyClient"]
@@ -176,7 +177,7 @@ class Client:
         self._transport.delete_study(name)
 
 
-class StudyClient:
+class StudyClient(StudyPlotsMixin):
     """One study, seen through a client: suggest, observe, and the rest.
 
     Trials are referred to by number or by the ``Trial``/``ActiveTrial`` objects this class

@@ -1,0 +1,128 @@
+"""The Redis online store: the latest values per entity, for when one SQL table is not enough.
+
+One hash per (group version, entity): ``t`` (event time, int microseconds) and ``v`` (the values
+as a JSON object). Writes go through a small Lua script that keeps the newer event time, so late
+or replayed batches never overwrite newer values, and they are pipelined (one round trip per
+``WRITE_CHUNK`` entities). Reads are one pipelined ``HMGET`` round trip for any number of
+entities. The TTL is checked on read by the feature store, like the SQL store's; keys also get a
+Redis expiry at event time + TTL (``expire=True``) so that memory does not grow forever. A TTL
+raised later therefore applies to values written after the change.
+
+Redis is written after the offline store's transaction commits; if Redis fails then, the call
+raises :class:`OnlineStoreUnavailableError` and re-ingesting the same batch is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from serving.features.definitions import FeatureGroup
+from serving.features.errors import OnlineStoreUnavailableError
+
+__all__ = ["RedisOnlineStore", "DEFAULT_PREFIX", "WRITE_CHUNK"]
+
+DEFAULT_PREFIX = "autotune:features:"
+# Entities per pipelined round trip when writing.
+WRITE_CHUNK = 5000
+_SET_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 't')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', ARGV[2])
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+
+class RedisOnlineStore:
+    """Latest feature values in Redis.
+
+    Args:
+        url: ``redis://host:port/db``.
+        prefix: prepended to every key; give each deployment (and each test run) its own.
+        expire: set a Redis expiry at event time + TTL on each key.
+    """
+
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = DEFAULT_PREFIX,
+        expire: bool = True,
+    ) -> None:  # fmt: skip
+        import redis
+
+        self._redis_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self.client = redis.Redis.from_url(url, socket_timeout=5.0)
+        self.url = url
+        self.prefix = prefix
+        self.expire = expire
+        self._script = self.client.register_script(_SET_IF_NEWER)
+
+    def _key(self, group: FeatureGroup, key: Sequence[Any]) -> str:
+        return f"{self.prefix}{group.name}@{group.version}:{json.dumps(list(key))}"
+
+    def write(
+        self,
+        group: FeatureGroup,
+        keys: Sequence[Sequence[Any]],
+        event_us: Sequence[int],
+        values: Sequence[dict[str, Any]],
+    ) -> None:
+        """Store each entity's row unless Redis holds a newer one."""
+        ttl_ms = int(group.ttl_s * 1000) if group.ttl_s is not None and self.expire else None
+        try:
+            for start in range(0, len(keys), WRITE_CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                for key, t, vals in zip(
+                    keys[start : start + WRITE_CHUNK],
+                    event_us[start : start + WRITE_CHUNK],
+                    values[start : start + WRITE_CHUNK],
+                    strict=True,
+                ):
+                    expire_at = "" if ttl_ms is None else str(t // 1000 + ttl_ms)
+                    self._script(
+                        keys=[self._key(group, key)],
+                        args=[int(t), json.dumps(vals), expire_at],
+                        client=pipe,
+                    )
+                pipe.execute()
+        except self._redis_errors as e:
+            raise OnlineStoreUnavailableError(
+                f"the Redis online store at {self.url} did not answer: {e}; the offline store "
+                "has the rows, re-ingest the batch to retry",
+                details={"url": self.url},
+            ) from e
+
+    def read(
+        self, group: FeatureGroup, keys: Sequence[Sequence[Any]]
+    ) -> list[tuple[int, dict[str, Any]] | None]:
+        """(event time us, values) per entity, ``None`` where Redis has none."""
+        try:
+            if len(keys) == 1:
+                found = [self.client.hmget(self._key(group, keys[0]), "t", "v")]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(self._key(group, key), "t", "v")
+                found = pipe.execute()
+        except self._redis_errors as e:
+            raise OnlineStoreUnavailableError(
+                f"the Redis online store at {self.url} did not answer: {e}",
+                details={"url": self.url},
+            ) from e
+        return [None if t is None else (int(t), json.loads(v)) for t, v in found]
+
+    def delete_all(self) -> int:
+        """Delete every key under this store's prefix (tests, teardown). Returns the count."""
+        n = 0
+        batch = []
+        for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            batch.append(k)
+            if len(batch) >= 1000:
+                n += self.client.delete(*batch)
+                batch = []
+        if batch:
+            n += self.client.delete(*batch)
+        return n
+
+    def close(self) -> None:
+        self.client.close()

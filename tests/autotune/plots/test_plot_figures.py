@@ -1,0 +1,253 @@
+"""Every figure from constructed trials: one and several objectives, conditional parameters,
+pruned, failed and running trials, constraints, empty studies and large (sampled) studies."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from plot_helpers import make_study, make_trials
+
+from autotune import plots
+from autotune.errors import ValidationError
+from autotune.models import Study, Trial
+
+
+def _json(fig: go.Figure) -> dict:
+    out = json.loads(fig.to_json())
+    assert out["data"] is not None
+    return out
+
+
+def _points(fig: go.Figure, name: str) -> go.Scatter:
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_every_kind_is_registered_and_draws(study: Study, trials: list[Trial]) -> None:
+    assert plots.plot_kinds() == [
+        "history", "edf", "parallel_coordinates", "slice", "contour", "importance",
+        "pareto_front", "intermediate_values", "timeline",
+    ]  # fmt: skip
+    # A single-objective study has no Pareto front.
+    assert "pareto_front" not in plots.plot_kinds(study)
+    for kind in plots.plot_kinds(study):
+        fig = plots.make_figure(kind, study, trials)
+        assert isinstance(fig, go.Figure)
+        assert len(fig.data) >= 1, kind
+        _json(fig)
+
+
+def test_history_best_so_far(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_history(study, trials)
+    done = [t for t in trials if t.state == "completed"]
+    pts = _points(fig, "trial")
+    assert list(pts.x) == [t.number for t in done]  # pruned/failed/running are not drawn
+    best = _points(fig, "best so far")
+    running = np.minimum.accumulate([t.values["loss"] for t in done])
+    assert best.y[-1] == pytest.approx(running[-1])
+    assert list(best.y) == sorted(best.y, reverse=True)  # minimised: never goes up
+    assert best.line.shape == "hv"
+
+
+def test_history_of_a_maximised_objective_and_the_objective_option() -> None:
+    study = make_study({"loss": "minimize", "time": "maximize"})
+    trials = make_trials(40, multi=True)
+    fig = plots.plot_history(study, trials, objective="time")
+    best = _points(fig, "best so far")
+    assert list(best.y) == sorted(best.y)
+    assert fig.layout.yaxis.title.text == "time"
+    with pytest.raises(ValidationError, match="unknown objective 'nope'") as e:
+        plots.plot_history(study, trials, objective="nope")
+    assert e.value.details["allowed"] == ["loss", "time"]
+
+
+def test_history_marks_infeasible_trials_and_never_calls_them_best() -> None:
+    study = make_study(constraints={"time": ("<=", 4.0)})
+    trials = make_trials(60, multi=True)
+    fig = plots.plot_history(study, trials)
+    infeasible = _points(fig, "infeasible")
+    feasible_best = min(
+        t.values["loss"] for t in trials if t.state == "completed" and t.values["time"] <= 4.0
+    )
+    assert len(infeasible.x) > 0
+    assert _points(fig, "best so far").y[-1] == pytest.approx(feasible_best)
+
+
+def test_empty_study_gives_a_figure_that_says_so(study: Study) -> None:
+    for kind in plots.plot_kinds(study):
+        fig = plots.make_figure(kind, study, [])
+        text = " ".join(a.text for a in fig.layout.annotations)
+        assert any(w in text for w in ("No ", "Needs", "Fewer")), kind
+
+
+def test_parallel_coordinates_with_conditional_and_categorical(
+    study: Study, trials: list[Trial]
+) -> None:
+    fig = plots.plot_parallel_coordinates(study, trials)
+    (pc,) = fig.data
+    labels = [d.label for d in pc.dimensions]
+    assert labels == ["loss", "lr", "depth", "kernel", "gamma"]
+    kernel = pc.dimensions[3]
+    assert list(kernel.ticktext) == ["linear", "rbf"]
+    gamma = pc.dimensions[4]
+    assert gamma.ticktext[0] == "inactive"  # linear-kernel trials have no gamma
+    n_done = sum(t.state == "completed" for t in trials)
+    assert len(pc.dimensions[0].values) == n_done
+    lr = pc.dimensions[1]
+    assert max(lr.values) <= 0.0  # log10 of lr in [1e-4, 1]
+
+
+def test_slice_one_panel_per_parameter(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_slice(study, trials, params=["lr", "kernel"])
+    assert [t.name for t in fig.data] == ["lr", "kernel"]
+    assert fig.layout.xaxis.type == "log"
+    assert list(fig.layout.xaxis2.ticktext) == ["linear", "rbf"]
+    with pytest.raises(ValidationError, match="unknown parameter 'nope'"):
+        plots.plot_slice(study, trials, params=["nope"])
+
+
+def test_contour_of_a_pair(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_contour(study, trials, x="lr", y="kernel")
+    contour = fig.data[0]
+    assert isinstance(contour, go.Contour)
+    assert np.asarray(contour.z).shape == (2, 30)  # 2 kernel levels x 30 lr cells
+    assert fig.layout.xaxis.type == "log"
+    with pytest.raises(ValidationError, match="twice"):
+        plots.plot_contour(study, trials, x="lr", y="lr")
+    one = make_study(space={"x": {"type": "float", "low": 0, "high": 1}})
+    assert "contour" not in plots.plot_kinds(one)
+    with pytest.raises(ValidationError, match="two parameters"):
+        plots.plot_contour(one, [])
+
+
+def test_importance_finds_the_parameter_that_matters(study: Study) -> None:
+    trials = make_trials(200)
+    imp = plots.param_importances(study, trials)
+    assert list(imp)[0] == "lr"
+    assert sum(imp.values()) == pytest.approx(1.0)
+    assert imp["lr"] > imp["kernel"]
+    fig = plots.plot_importance(study, trials)
+    assert fig.data[0].y[-1] == "lr"  # most important drawn on top
+
+
+def test_pareto_front_matches_brute_force() -> None:
+    study = make_study({"loss": "minimize", "time": "minimize"})
+    trials = make_trials(80, multi=True)
+    assert "pareto_front" in plots.plot_kinds(study)
+    fig = plots.plot_pareto_front(study, trials)
+    front = set(_points(fig, "Pareto front").customdata)
+    done = [t for t in trials if t.state == "completed"]
+    expected = {
+        a.number
+        for a in done
+        if not any(
+            b.values["loss"] <= a.values["loss"]
+            and b.values["time"] <= a.values["time"]
+            and (b.values["loss"] < a.values["loss"] or b.values["time"] < a.values["time"])
+            for b in done
+        )
+    }
+    assert front == expected
+    with pytest.raises(ValidationError, match="several objectives"):
+        plots.plot_pareto_front(make_study(), trials)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_pareto_mask_against_brute_force(k: int) -> None:
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, 6, size=(120, k)).astype(float)  # many ties and duplicates
+    mask = plots.pareto_mask(y)
+    for i, j in itertools.product(range(len(y)), repeat=2):
+        if np.all(y[j] <= y[i]) and np.any(y[j] < y[i]):
+            assert not mask[i]
+    dominated = [
+        any(np.all(y[j] <= y[i]) and np.any(y[j] < y[i]) for j in range(len(y)))
+        for i in range(len(y))
+    ]
+    assert list(mask) == [not d for d in dominated]
+
+
+def test_pareto_front_of_three_objectives_is_3d() -> None:
+    study = make_study({"loss": "minimize", "time": "minimize", "size": "maximize"})
+    trials = [
+        t.model_copy(update={"values": {**t.values, "size": float(t.number % 7)}})
+        if t.state == "completed"
+        else t
+        for t in make_trials(50, multi=True)
+    ]
+    fig = plots.plot_pareto_front(study, trials, objectives=["loss", "time", "size"])
+    assert all(isinstance(t, go.Scatter3d) for t in fig.data)
+
+
+def test_intermediate_values_mark_pruned_trials(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_intermediate_values(study, trials)
+    names = [t.name for t in fig.data]
+    assert any(n.startswith("completed") for n in names)
+    assert any(n.startswith("pruned") for n in names)
+    marks = _points(fig, "pruned here")
+    pruned = [t for t in trials if t.state == "pruned"]
+    assert list(marks.customdata) == [t.number for t in pruned]
+    assert marks.marker.symbol == "x"
+
+
+def test_timeline_one_row_per_worker(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_timeline(study, trials)
+    lanes = {y for t in fig.data for y in t.y if y is not None}
+    assert lanes == {"worker-0", "worker-1", "worker-2"}
+    assert fig.layout.xaxis.type == "date"
+    states = {t.name.split()[0] for t in fig.data}
+    assert states == {"completed", "pruned", "failed", "running"}
+    # Without client ids the rows are trial numbers.
+    anonymous = [t.model_copy(update={"client_id": None}) for t in trials]
+    fig2 = plots.plot_timeline(study, anonymous)
+    assert fig2.layout.yaxis.title.text == "trial"
+
+
+def test_edf_is_a_distribution(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_edf(study, trials)
+    (line,) = fig.data
+    assert line.y[-1] == pytest.approx(1.0)
+    assert list(line.x) == sorted(line.x)
+
+
+def test_large_study_is_sampled_and_uses_webgl(study: Study) -> None:
+    trials = make_trials(10_000)
+    n_done = sum(t.state == "completed" for t in trials)
+    big = _points(plots.plot_history(study, trials), "trial")
+    assert isinstance(big, go.Scattergl)  # WebGL past a thousand points
+    assert len(big.x) == 4000 < n_done
+    fig = plots.plot_history(study, trials, max_points=500)
+    pts = _points(fig, "trial")
+    assert isinstance(pts, go.Scatter)
+    assert len(pts.x) == 500
+    assert "showing 500 of" in fig.layout.title.text
+    # The best trial survives the sample.
+    best = min(t.values["loss"] for t in trials if t.state == "completed")
+    assert min(pts.y) == pytest.approx(best)
+    assert _points(fig, "best so far").y[-1] == pytest.approx(best)
+    pc = plots.plot_parallel_coordinates(study, trials)
+    assert len(pc.data[0].dimensions[0].values) == 2000 < n_done
+    curves = plots.plot_intermediate_values(study, trials, max_curves=50)
+    assert "showing 50 of" in curves.layout.title.text
+    edf = plots.plot_edf(study, trials)
+    assert len(edf.data[0].x) <= 1000
+
+
+def test_make_figure_refuses_unknown_kinds_and_options(study: Study, trials: list[Trial]) -> None:
+    with pytest.raises(ValidationError, match="unknown plot kind 'nope'") as e:
+        plots.make_figure("nope", study, trials)
+    assert "history" in e.value.details["allowed"]
+    with pytest.raises(ValidationError, match="takes no option 'x'"):
+        plots.make_figure("edf", study, trials, x="lr")
+
+
+def test_importing_the_client_does_not_import_plotly() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, autotune.client; print('plotly' in sys.modules, 'sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"

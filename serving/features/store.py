@@ -775,6 +775,20 @@ def _upsert_sql(table: Table, g: _Group, q: Callable[[str], str], *, online: boo
     return sql
 
 
+def _sorted_with_latest(batch: ValidatedBatch, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in (entity, event time) order, and which of them is its entity's latest (the last
+    of its run)."""
+    order = _key_order(batch, names)
+    last = np.ones(order.shape[0], dtype=bool)
+    if order.shape[0] > 1:
+        same = np.ones(order.shape[0] - 1, dtype=bool)
+        for k in names:
+            col = batch.keys[k][order]
+            same &= col[1:] == col[:-1]
+        last[:-1] = ~same
+    return order, last
+
+
 def _write_sqlite(s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_online: bool) -> None:
     q = s.get_bind().dialect.identifier_preparer.quote
     cols = _columns(g)
@@ -783,15 +797,7 @@ def _write_sqlite(s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_on
     raw = s.connection().connection.driver_connection
     cur = raw.cursor()
     try:
-        order = _key_order(batch, g.group.entity_names)
-        # In (entity, time) order each entity's latest row is the last of its run.
-        last = np.ones(order.shape[0], dtype=bool)
-        if order.shape[0] > 1:
-            same = np.ones(order.shape[0] - 1, dtype=bool)
-            for k in g.group.entity_names:
-                col = batch.keys[k][order]
-                same &= col[1:] == col[:-1]
-            last[:-1] = ~same
+        order, last = _sorted_with_latest(batch, g.group.entity_names)
         for table, idx in ((g.offline, order), (g.online, order[last])):
             if table is g.online and not sql_online:
                 continue
@@ -804,6 +810,9 @@ def _write_sqlite(s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_on
         cur.close()
 
 
+_PG_TYPES = {"float": "float8", "int": "int8", "bool": "bool", "string": "text"}
+
+
 def _write_postgres(
     s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_online: bool
 ) -> None:
@@ -812,20 +821,33 @@ def _write_postgres(
     names = ", ".join(q(c) for c in cols)
     raw = s.connection().connection.driver_connection
     tmp = "_feature_batch"
+    order, last = _sorted_with_latest(batch, g.group.entity_names)
+    types = [
+        *("int8" if e.dtype == "int" else "text" for e in g.group.entities),
+        "int8",
+        *(_PG_TYPES[f.dtype] for f in g.group.features),
+        "int8",
+        "bool",
+    ]
     with raw.cursor() as cur:
-        cur.execute(f"CREATE TEMP TABLE {tmp} (LIKE {q(g.offline.name)}) ON COMMIT DROP")
-        with cur.copy(f"COPY {tmp} ({names}) FROM STDIN") as copy:
-            for row in zip(*_row_columns(g, batch, None), repeat(now)):
+        # The batch goes to a temporary table by binary COPY, in primary-key order (the upsert
+        # then walks the index in order) with each entity's latest row flagged for the online
+        # table, so no server-side DISTINCT ON sort.
+        cur.execute(
+            f"CREATE TEMP TABLE {tmp} (LIKE {q(g.offline.name)}) ON COMMIT DROP;"
+            f"ALTER TABLE {tmp} ADD COLUMN _latest boolean"
+        )
+        with cur.copy(f"COPY {tmp} ({names}, _latest) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in zip(*_row_columns(g, batch, order), repeat(now), last.tolist()):
                 copy.write_row(row)
         cur.execute(
             f"INSERT INTO {q(g.offline.name)} ({names}) SELECT {names} FROM {tmp} "
             + _upsert_sql(g.offline, g, q, online=False)
         )
         if sql_online:
-            keys = ", ".join(q(k) for k in g.group.entity_names)
             cur.execute(
-                f"INSERT INTO {q(g.online.name)} ({names}) SELECT DISTINCT ON ({keys}) {names} "
-                f"FROM {tmp} ORDER BY {keys}, {q(EVENT_TIME)} DESC "
-                + _upsert_sql(g.online, g, q, online=True)
+                f"INSERT INTO {q(g.online.name)} ({names}) SELECT {names} FROM {tmp} "
+                "WHERE _latest " + _upsert_sql(g.online, g, q, online=True)
             )
         cur.execute(f"DROP TABLE {tmp}")

@@ -327,6 +327,17 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _attach_subsystems() -> None:
+    """The CLI is a composition root: the registry and model server commands live in serving."""
+    from serving.cli import models, serve_models
+
+    cli.add_command(models)
+    cli.add_command(serve_models)
+
+
+_attach_subsystems()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The console entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="autotune")

@@ -32,23 +32,50 @@ Every error is `{"error": {"code", "message", "details"}}`; `details.field` name
 """
 
 
-def create_app(service: StudyService | None = None, *, db_url: str | None = None) -> FastAPI:
+def create_app(
+    service: StudyService | None = None,
+    *,
+    db_url: str | None = None,
+    serving: bool = False,
+    artifact_dir: str | None = None,
+) -> FastAPI:
     """Build the API app.
 
     Args:
         service: serve this service (the caller owns and closes it).
         db_url: without ``service``, build one on this SQLAlchemy URL (``None``: the service's
             default, ``AUTOTUNE_DB`` or a SQLite file); the app closes it on shutdown.
+        serving: also mount the model registry and model server (``/v1/models``, ``/v2``,
+            ``/metrics``) on the same database; ``autotune serve`` does.
+        artifact_dir: the model artifact store (default ``AUTOTUNE_MODEL_STORE`` or the
+            registry's default directory).
     """
     if service is not None and db_url is not None:
         raise ValueError("pass either service or db_url, not both")
     owned = service is None
     svc = service if service is not None else StudyService(db_url)
+    model_server = None
+    if serving:
+        # The composition root is the one place where the tuning core meets serving.
+        from serving.app import ServingSettings, build_model_server
+
+        settings = ServingSettings.from_env()
+        model_server = build_model_server(
+            db_url=svc.db,
+            artifact_dir=artifact_dir or settings.artifact_dir,
+            config=settings.config,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            if model_server is None:
+                yield
+            else:
+                from serving.app import serving_lifespan
+
+                async with serving_lifespan(model_server):
+                    yield
         finally:
             if owned:
                 svc.close()
@@ -61,6 +88,11 @@ def create_app(service: StudyService | None = None, *, db_url: str | None = None
     )
     app.state.service = svc
     install_error_handlers(app)
+    if model_server is not None:
+        from serving.app import install_serving
+
+        # Before the other routers: the predict paths are matched first.
+        install_serving(app, model_server, api_prefix=API_PREFIX)
     for router in (health.router, studies.router, trials.router, plots.router):
         app.include_router(router, prefix=API_PREFIX)
     mount_dashboard(app)
@@ -69,4 +101,4 @@ def create_app(service: StudyService | None = None, *, db_url: str | None = None
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (``autotune.api.app:app_from_env``): settings from the environment."""
-    return create_app(db_url=Settings.from_env().db_url)
+    return create_app(db_url=Settings.from_env().db_url, serving=True)

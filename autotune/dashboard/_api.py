@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.routing import Match
 
 from autotune.api.deps import LimitDep, OffsetDep, ServiceDep, StudyNameDep
 from autotune.api.errors import ERROR_RESPONSES
@@ -26,10 +27,24 @@ _CAPABILITIES = {
 }
 
 
+def _has_get(app: Any, path: str) -> bool:
+    """Whether a GET of ``path`` reaches a route of ``app`` (asked of the routes themselves:
+    included routers need not expose their routes' paths)."""
+    scope = {
+        "type": "http",
+        "path": path,
+        "method": "GET",
+        "root_path": "",
+        "path_params": {},
+        "headers": [],
+        "query_string": b"",
+    }
+    return any(r.matches(scope)[0] == Match.FULL for r in app.routes)
+
+
 @router.get("/capabilities", summary="Which optional APIs this server has")
 def capabilities(request: Request) -> dict[str, bool]:
-    paths = {getattr(r, "path", None) for r in request.app.routes}
-    return {name: path in paths for name, path in _CAPABILITIES.items()}
+    return {name: _has_get(request.app, path) for name, path in _CAPABILITIES.items()}
 
 
 def _best(study: Study, best: list[Trial]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Helpers of the dashboard tests: the seeded studies of the figure tests, and a real uvicorn
-server in a subprocess whose app is ``create_app`` with the model server mounted."""
+"""Helpers of the dashboard tests: the seeded studies of the figure tests, and ``autotune serve``
+(the API, the dashboard and the model server) in a subprocess on a loopback port."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 class DashboardServer:
-    """uvicorn serving ``dashboard_app:app_from_env`` (the API, dashboard and model server)."""
+    """``autotune serve`` on ``db_url`` with its model store in ``artifact_dir``."""
 
     def __init__(self, db_url: str, artifact_dir: Path, log_dir: Path) -> None:
         self.port = free_port()
@@ -36,12 +36,11 @@ class DashboardServer:
         self.log_path = log_dir / f"dashboard-server-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_")}
         env.update(
-            AUTOTUNE_DB=db_url,
             AUTOTUNE_MODEL_STORE=str(artifact_dir),
-            PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO)]),
+            PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         cmd = [
-            sys.executable, "-m", "uvicorn", "--factory", "dashboard_app:app_from_env",
+            sys.executable, "-m", "autotune.cli", "serve", "--db", db_url,
             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:

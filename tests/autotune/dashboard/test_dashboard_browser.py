@@ -1,5 +1,5 @@
-"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright against a
-real uvicorn server (the API, the dashboard and the model server) on a seeded SQLite study.
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright against
+``autotune serve`` (the API, the dashboard and the model server) on a seeded SQLite study.
 
 Every page loads without console errors, every figure draws, the trial table shows the right
 count and pages, sorts and filters, a trial's details open, the models page links a version

@@ -1,10 +1,10 @@
 """The Redis online store: the latest values per entity, for when one SQL table is not enough.
 
-One hash per (group version, entity): ``t`` (event time, int microseconds) and ``v`` (the values
-as a JSON object). Writes go through a small Lua script that keeps the newer event time, so late
-or replayed batches never overwrite newer values, and they are pipelined (one round trip per
-``WRITE_CHUNK`` entities). Reads are one pipelined ``HMGET`` round trip for any number of
-entities. The TTL is checked on read by the feature store, like the SQL store's; keys also get a
+One string per (group version, entity): ``<event time in microseconds>|<values as a JSON
+object>``. Writes go through a small Lua script that keeps the newer event time, so late or
+replayed batches never overwrite newer values, and they are pipelined (one round trip per
+``WRITE_CHUNK`` entities). Reads are one ``MGET`` for any number of entities: one command, not
+one per entity. The TTL is checked on read by the feature store, like the SQL store's; keys also get a
 Redis expiry at event time + TTL (``expire=True``) so that memory does not grow forever. A TTL
 raised later therefore applies to values written after the change.
 
@@ -27,9 +27,9 @@ DEFAULT_PREFIX = "autotune:features:"
 # Entities per pipelined round trip when writing.
 WRITE_CHUNK = 5000
 _SET_IF_NEWER = """
-local cur = redis.call('HGET', KEYS[1], 't')
-if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 't', ARGV[1], 'v', ARGV[2])
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(string.match(cur, '^(-?%d+)|')) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
 if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
@@ -97,19 +97,20 @@ class RedisOnlineStore:
     ) -> list[tuple[int, dict[str, Any]] | None]:
         """(event time us, values) per entity, ``None`` where Redis has none."""
         try:
-            if len(keys) == 1:
-                found = [self.client.hmget(self._key(group, keys[0]), "t", "v")]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.hmget(self._key(group, key), "t", "v")
-                found = pipe.execute()
+            found = self.client.mget([self._key(group, key) for key in keys])
         except self._redis_errors as e:
             raise OnlineStoreUnavailableError(
                 f"the Redis online store at {self.url} did not answer: {e}",
                 details={"url": self.url},
             ) from e
-        return [None if t is None else (int(t), json.loads(v)) for t, v in found]
+        out: list[tuple[int, dict[str, Any]] | None] = []
+        for raw in found:
+            if raw is None:
+                out.append(None)
+                continue
+            t, _, values = raw.partition(b"|")
+            out.append((int(t), json.loads(values)))
+        return out
 
     def delete_all(self) -> int:
         """Delete every key under this store's prefix (tests, teardown). Returns the count."""

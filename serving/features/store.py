@@ -355,15 +355,15 @@ class FeatureStoreService:
             hit = found.get(key)
             ent_keys = dict(zip(group.entity_names, key, strict=True))
             if hit is None:
-                out.append(OnlineRow(entity=ent_keys, status="missing",
+                out.append(OnlineRow.model_construct(entity=ent_keys, status="missing",
                                      features=dict.fromkeys(names)))  # fmt: skip
                 continue
             t, vals = hit
             if ttl_us is not None and now - t > ttl_us:
-                out.append(OnlineRow(entity=ent_keys, status="expired", event_time=_from_us(t),
+                out.append(OnlineRow.model_construct(entity=ent_keys, status="expired", event_time=_from_us(t),
                                      features=dict.fromkeys(names)))  # fmt: skip
                 continue
-            out.append(OnlineRow(entity=ent_keys, status="present", event_time=_from_us(t),
+            out.append(OnlineRow.model_construct(entity=ent_keys, status="present", event_time=_from_us(t),
                                  features={f: vals.get(f) for f in names}))  # fmt: skip
         return out
 

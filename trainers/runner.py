@@ -71,6 +71,9 @@ _HEARTBEAT_FRACTION = 1 / 3
 _MIN_HEARTBEAT_S = 1.0
 _FAILURE_REASON_CHARS = 2_000
 _DASK_ALLOWED_FAILURES = 10
+# The reporter sends at most one intermediate value per interval (the newest); steps that take
+# longer (epochs) are all sent. 50 ms: a stop decision is late by a few boosting rounds at most.
+REPORT_INTERVAL_S = 0.05
 # Trials suggested ahead of need: a freed worker starts the next trial without waiting for the
 # designer; the suggestion is made while the workers are busy.
 PREFETCH = 1
@@ -181,10 +184,10 @@ class _ServiceReporter:
     """Sends reports from a thread, so training never waits for the service.
 
     ``report`` hands the value to the sender thread and returns the latest ``should_stop`` the
-    service gave (a stop arrives at most one round trip late). When training produces values
-    faster than the service takes them (a boosting round of a millisecond against a database
-    commit of several), the newest value replaces one not yet sent: the stored curve is thinned,
-    never delayed. The last value always arrives: if it is not stored when training ends,
+    service gave. The thread sends at most one value per ``REPORT_INTERVAL_S``; values that come
+    faster (boosting rounds of a millisecond) replace the one waiting, so the stored curve is
+    thinned, training never waits, the service and the worker's cores are not flooded, and a
+    stop arrives at most an interval and a round trip late. Slower steps (epochs) all go. The last value always arrives: if it is not stored when training ends,
     ``close`` returns it and the runner sends it before ``observe``. The stoppers read curves with gaps
     (``Curve.value_at_or_after``, ``best_up_to``). With ``sync`` (the spec's ``sync_reports``)
     every value is sent and answered before training goes on: exact curves and stops, at a
@@ -220,15 +223,21 @@ class _ServiceReporter:
         return self.should_stop
 
     def _send(self) -> None:
+        next_at = 0.0
         while True:
             with self._cond:
-                while self._pending is None and not self._closing:
-                    self._cond.wait()
-                item, self._pending = self._pending, None
-                if item is None:  # closing and nothing left
+                # Wait for a value, and at least REPORT_INTERVAL_S since the last send (newer
+                # values replace it meanwhile); on close, ``close`` hands the last one over.
+                while not self._closing and (
+                    self._pending is None or (wait := next_at - time.monotonic()) > 0
+                ):
+                    self._cond.wait(None if self._pending is None else wait)
+                if self._closing:
                     return
+                item, self._pending = self._pending, None
             if not self.finished:
                 self._send_one(item)
+            next_at = time.monotonic() + REPORT_INTERVAL_S
 
     def _send_one(self, item: tuple[int, float]) -> None:
         try:

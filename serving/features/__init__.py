@@ -4,7 +4,8 @@ serving (online, by entity key).
 - ``definitions``: feature groups (pydantic) and what makes a change breaking (a new version).
 - ``validation``: checking an ingested batch, row by row, vectorized.
 - ``pit``: the point-in-time join on arrays (numpy only).
-- ``store``: :class:`FeatureStoreService` over SQLite/PostgreSQL (+ ``online``: Redis).
+- ``store``: :class:`FeatureStoreService` over SQLite/PostgreSQL (+ ``online``: Redis);
+  ``writers``: its bulk upserts (executemany, binary COPY).
 - ``api``: the REST routers; ``client``: :class:`FeatureStore`; ``cli``: the ``features`` group.
 - ``resolver``: entity keys -> feature rows for the model server.
 - ``dataset``: training sets as study datasets (imported on demand: it imports ``trainers``).

@@ -21,12 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Table, insert, select, text, tuple_, update
+from sqlalchemy import insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from autotune.errors import ValidationError
@@ -55,12 +54,12 @@ from serving.features.schemas import (
 )
 from serving.features.tables import (
     EVENT_TIME,
-    INGESTED_AT,
     data_tables,
     feature_groups,
     feature_training_sets,
 )
-from serving.features.validation import ValidatedBatch, to_epoch_us, to_frame, validate_frame
+from serving.features.validation import to_epoch_us, to_frame, validate_frame
+from serving.features.writers import latest_per_entity, write_postgres, write_sqlite
 
 __all__ = ["FeatureStoreService", "OnInvalid", "DEFINITION_CACHE_S"]
 
@@ -303,11 +302,11 @@ class FeatureStoreService:
         now = _now_us(self.clock)
         sql_online = self.online is None
         if self.db.is_postgres:
-            self.db.run(lambda s, _a: _write_postgres(s, g, batch, now, sql_online), write=True)
+            self.db.run(lambda s, _a: write_postgres(s, g, batch, now, sql_online), write=True)
         else:
-            self.db.run(lambda s, _a: _write_sqlite(s, g, batch, now, sql_online), write=True)
+            self.db.run(lambda s, _a: write_sqlite(s, g, batch, now, sql_online), write=True)
         if not sql_online:
-            latest = _latest_per_entity(batch)
+            latest = latest_per_entity(batch)
             keys = list(
                 zip(*(batch.keys[k][latest].tolist() for k in g.group.entity_names), strict=True)
             )
@@ -734,120 +733,3 @@ def _feature_array(vals: list[Any], dtype: str) -> np.ndarray:
     if dtype == "bool" and None not in vals:
         return np.asarray(vals, dtype=bool)
     return np.asarray(vals, dtype=object)
-
-
-def _latest_per_entity(batch: ValidatedBatch) -> np.ndarray:
-    """Indices of each entity's latest row in the batch."""
-    order = np.argsort(batch.event_time, kind="stable")
-    keys = pd.DataFrame({k: v[order] for k, v in batch.keys.items()})
-    return order[~keys.duplicated(keep="last").to_numpy()]
-
-
-def _key_order(batch: ValidatedBatch, names: list[str]) -> np.ndarray:
-    """Row order by (entity keys..., event time): inserts walk the primary key's B-tree in
-    order instead of jumping around it (about 1.3x faster on SQLite for 1 us/row of sorting)."""
-    order = np.argsort(batch.event_time)
-    for k in reversed(names):
-        order = order[np.argsort(batch.keys[k][order], kind="stable")]
-    return order
-
-
-def _row_columns(g: _Group, batch: ValidatedBatch, idx: np.ndarray | None) -> list[list[Any]]:
-    pick = (lambda a: a) if idx is None else (lambda a: a[idx])
-    return [
-        *(pick(batch.keys[k]).tolist() for k in g.group.entity_names),
-        pick(batch.event_time).tolist(),
-        *(pick(batch.features[f]).tolist() for f in g.group.feature_names),
-    ]
-
-
-def _columns(g: _Group) -> list[str]:
-    return [*g.group.entity_names, EVENT_TIME, *g.group.feature_names, INGESTED_AT]
-
-
-def _upsert_sql(table: Table, g: _Group, q: Callable[[str], str], *, online: bool) -> str:
-    keys = g.group.entity_names if online else [*g.group.entity_names, EVENT_TIME]
-    set_cols = [c for c in _columns(g) if c not in keys]
-    sets = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in set_cols)
-    sql = f"ON CONFLICT ({', '.join(q(k) for k in keys)}) DO UPDATE SET {sets}"
-    if online:  # never replace a newer value with an older one
-        sql += f" WHERE excluded.{q(EVENT_TIME)} >= {q(table.name)}.{q(EVENT_TIME)}"
-    return sql
-
-
-def _sorted_with_latest(batch: ValidatedBatch, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows in (entity, event time) order, and which of them is its entity's latest (the last
-    of its run)."""
-    order = _key_order(batch, names)
-    last = np.ones(order.shape[0], dtype=bool)
-    if order.shape[0] > 1:
-        same = np.ones(order.shape[0] - 1, dtype=bool)
-        for k in names:
-            col = batch.keys[k][order]
-            same &= col[1:] == col[:-1]
-        last[:-1] = ~same
-    return order, last
-
-
-def _write_sqlite(s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_online: bool) -> None:
-    q = s.get_bind().dialect.identifier_preparer.quote
-    cols = _columns(g)
-    names = ", ".join(q(c) for c in cols)
-    marks = ", ".join("?" * len(cols))
-    raw = s.connection().connection.driver_connection
-    cur = raw.cursor()
-    try:
-        order, last = _sorted_with_latest(batch, g.group.entity_names)
-        for table, idx in ((g.offline, order), (g.online, order[last])):
-            if table is g.online and not sql_online:
-                continue
-            online = table is g.online
-            sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({marks}) " + _upsert_sql(
-                table, g, q, online=online
-            )
-            cur.executemany(sql, zip(*_row_columns(g, batch, idx), repeat(now)))
-    finally:
-        cur.close()
-
-
-_PG_TYPES = {"float": "float8", "int": "int8", "bool": "bool", "string": "text"}
-
-
-def _write_postgres(
-    s: Session, g: _Group, batch: ValidatedBatch, now: int, sql_online: bool
-) -> None:
-    q = s.get_bind().dialect.identifier_preparer.quote
-    cols = _columns(g)
-    names = ", ".join(q(c) for c in cols)
-    raw = s.connection().connection.driver_connection
-    tmp = "_feature_batch"
-    order, last = _sorted_with_latest(batch, g.group.entity_names)
-    types = [
-        *("int8" if e.dtype == "int" else "text" for e in g.group.entities),
-        "int8",
-        *(_PG_TYPES[f.dtype] for f in g.group.features),
-        "int8",
-        "bool",
-    ]
-    with raw.cursor() as cur:
-        # The batch goes to a temporary table by binary COPY, in primary-key order (the upsert
-        # then walks the index in order) with each entity's latest row flagged for the online
-        # table, so no server-side DISTINCT ON sort.
-        cur.execute(
-            f"CREATE TEMP TABLE {tmp} (LIKE {q(g.offline.name)}) ON COMMIT DROP;"
-            f"ALTER TABLE {tmp} ADD COLUMN _latest boolean"
-        )
-        with cur.copy(f"COPY {tmp} ({names}, _latest) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(types)
-            for row in zip(*_row_columns(g, batch, order), repeat(now), last.tolist()):
-                copy.write_row(row)
-        cur.execute(
-            f"INSERT INTO {q(g.offline.name)} ({names}) SELECT {names} FROM {tmp} "
-            + _upsert_sql(g.offline, g, q, online=False)
-        )
-        if sql_online:
-            cur.execute(
-                f"INSERT INTO {q(g.online.name)} ({names}) SELECT {names} FROM {tmp} "
-                "WHERE _latest " + _upsert_sql(g.online, g, q, online=True)
-            )
-        cur.execute(f"DROP TABLE {tmp}")

@@ -172,7 +172,7 @@ def ours(lab: pd.DataFrame, hist: pd.DataFrame, feats: list[str]) -> pd.DataFram
     idx = point_in_time_indices(lc, lt, hc, ht, ttl=TTL_S * 10**9)
     out = lab.copy()
     for f in feats:
-        out[f] = take(hist[f].to_numpy(), idx)
+        out[f] = take(hist[f], idx)
     return out
 
 

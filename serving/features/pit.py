@@ -18,6 +18,7 @@ tolerance=ttl)`` does, without its requirement that both sides be sorted by time
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,14 +65,15 @@ def entity_codes(
     return code[:n], code[n:]
 
 
-def _compact_times(label_times: np.ndarray, history_times: np.ndarray) -> np.ndarray:
-    """Both tables' times (history first) as small non-negative int64 in the same order."""
+def _compact_times(label_times: np.ndarray, history_times: np.ndarray) -> tuple[np.ndarray, int]:
+    """Both tables' times (history first) as small non-negative int64 in the same order, and
+    the unit they are now counted in (the greatest common divisor of the shifted times)."""
     times = np.concatenate([history_times, label_times]).astype(np.int64)
     times -= times.min()
-    g = int(np.gcd.reduce(times))
+    g = int(np.gcd.reduce(times)) or 1
     if g > 1:
         times //= g
-    return times
+    return times, g
 
 
 def point_in_time_indices(
@@ -99,38 +101,52 @@ def point_in_time_indices(
     if n == 0 or m == 0:
         return np.full(n, -1, dtype=np.int64)
     codes = np.concatenate([history_codes, label_codes]).astype(np.int64)  # (m + n,)
-    times = _compact_times(label_times, history_times)  # (m + n,)
+    times, unit = _compact_times(label_times, history_times)  # (m + n,)
     code_bits, pos_bits = _bits(int(codes.max())), _bits(n + m)
-    if code_bits + _bits(int(times.max())) + 1 > _KEY_BITS:
-        _, dense = np.unique(times, return_inverse=True)  # rare: huge spans at fine resolution
+    ranked = code_bits + _bits(int(times.max())) + 1 > _KEY_BITS
+    if ranked:  # rare: huge spans at fine resolution; ranks keep the order, not the distance
+        _, dense = np.unique(times, return_inverse=True)
         times = dense.astype(np.int64)
     time_bits = _bits(int(times.max()))
     if code_bits + time_bits + pos_bits <= _KEY_BITS:
         key = (codes << (time_bits + pos_bits)) | (times << pos_bits)
         key |= np.arange(n + m, dtype=np.int64)
+        del codes, times
         key.sort()
+        # Everything below reads the sorted keys front to back: no random access but the
+        # final scatter into label order.
         order = key & ((1 << pos_bits) - 1)  # (m + n,) row positions in (entity, time) order
+        s_codes = key >> (time_bits + pos_bits)
+        s_times = (key >> pos_bits) & ((1 << time_bits) - 1)
+        del key
     else:
         is_label = np.zeros(n + m, dtype=np.int64)
         is_label[m:] = 1
         order = np.argsort((codes << (time_bits + 1)) | (times << 1) | is_label)
-    del codes, times
+        s_codes, s_times = codes[order], times[order]
+        del codes, times, is_label
     is_hist = order < m
     last = np.maximum.accumulate(np.where(is_hist, np.arange(n + m, dtype=np.int64), -1))
-    at_label = ~is_hist
-    label_rows = order[at_label] - m  # (n,) label row of each label position
-    before = last[at_label]  # (n,) sorted position of the candidate history row, -1: none
+    at_label = np.flatnonzero(~is_hist)  # (n,) sorted positions of the labels
+    before = last[at_label]  # (n,) sorted position of each label's candidate, -1: none
     found = before >= 0
-    hist_rows = np.where(found, order[np.maximum(before, 0)], 0)
-    found &= history_codes[hist_rows] == label_codes[label_rows]
+    before = np.maximum(before, 0)  # non-decreasing: the gathers below stream
+    found &= s_codes[before] == s_codes[at_label]
+    label_rows = order[at_label] - m
+    hist_rows = order[before]
     if ttl is not None:
-        found &= label_times[label_rows] - history_times[hist_rows] <= ttl
+        if ranked:
+            found &= label_times[label_rows] - history_times[hist_rows] <= ttl
+        else:  # (t_label - t_hist) / unit <= ttl / unit, exactly, in whole units
+            found &= s_times[at_label] - s_times[before] <= ttl // unit
     out = np.empty(n, dtype=np.int64)
     out[label_rows] = np.where(found, hist_rows, -1)
     return out
 
 
-def take(values: np.ndarray | pd.Series, idx: np.ndarray) -> np.ndarray:
-    """``values[idx]`` with a missing value (NaN or None) where ``idx`` is -1."""
-    arr = values.to_numpy() if isinstance(values, pd.Series) else values
-    return pd.api.extensions.take(arr, idx, allow_fill=True)
+def take(values: np.ndarray | pd.Series, idx: np.ndarray) -> Any:
+    """``values[idx]`` with a missing value (NaN, None or NA) where ``idx`` is -1. A Series
+    keeps its own array type (Arrow strings are taken by Arrow, not as Python objects)."""
+    if isinstance(values, pd.Series):
+        return values.array.take(idx, allow_fill=True)
+    return pd.api.extensions.take(values, idx, allow_fill=True)

@@ -20,6 +20,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -414,20 +415,7 @@ class FeatureStoreService:
         one = ph if len(names) == 1 else f"({', '.join([ph] * len(names))})"
         sql = prefix + "(" + ", ".join([one] * len(uniq)) + ")"
         params = [v for k in uniq for v in k]
-        dbapi_error = self.db.read_engine.dialect.loaded_dbapi.Error
-        try:
-            conn = self.db.read_engine.raw_connection()
-            try:
-                cur = conn.cursor()
-                cur.execute(sql, params)
-                rows = cur.fetchall()
-                cur.close()
-            finally:
-                conn.close()
-        except dbapi_error as e:
-            raise UnavailableError(
-                f"the online store could not be read: {e}", details={"group": g.group.ref}
-            ) from e
+        rows = self._raw_select(sql, params, what=g.group.ref)
         bools = [i + len(names) + 1 for i, f in enumerate(g.group.features) if f.dtype == "bool"]
         if bools and self.db.is_sqlite:  # SQLite stores booleans as 0/1
             rows = [list(r) for r in rows]
@@ -550,28 +538,32 @@ class FeatureStoreService:
     ) -> dict[str, np.ndarray]:
         """The offline rows that can matter: up to the last label time, from the first label
         time minus the TTL, and only the labels' entities when they are few."""
-        t = g.offline
         names = g.group.entity_names
         cols = [*names, EVENT_TIME, *feats]
-        q = select(*(t.c[c] for c in cols))
+        q = self.db.read_engine.dialect.identifier_preparer.quote
+        ph = "?" if self.db.is_sqlite else "%s"
+        where, params = [], []
         if label_us.shape[0]:
-            q = q.where(t.c[EVENT_TIME] <= int(label_us.max()))
+            where.append(f"{q(EVENT_TIME)} <= {ph}")
+            params.append(int(label_us.max()))
             if ttl_us is not None:
-                q = q.where(t.c[EVENT_TIME] >= int(label_us.min()) - ttl_us)
+                where.append(f"{q(EVENT_TIME)} >= {ph}")
+                params.append(int(label_us.min()) - ttl_us)
         uniq = pd.DataFrame(dict(zip(names, label_keys, strict=True))).drop_duplicates()
         if len(uniq) <= _ENTITY_FILTER_MAX:
-            if len(names) == 1:
-                q = q.where(t.c[names[0]].in_(uniq[names[0]].tolist()))
-            else:
-                q = q.where(tuple_(*(t.c[n] for n in names)).in_(list(uniq.itertuples(False))))
-
-        def run(s: Session, _a: int) -> list[Any]:
-            return s.execute(q).all()
-
-        rows = self.db.run(run, write=False)
+            one = ph if len(names) == 1 else f"({', '.join([ph] * len(names))})"
+            keys = q(names[0]) if len(names) == 1 else f"({', '.join(q(k) for k in names)})"
+            where.append(f"{keys} IN ({', '.join([one] * len(uniq))})")
+            params.extend(v.item() if hasattr(v, "item") else v
+                          for k in uniq.itertuples(index=False) for v in k)  # fmt: skip
+        sql = f"SELECT {', '.join(q(c) for c in cols)} FROM {q(g.offline.name)}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # Straight to the DBAPI cursor: building SQLAlchemy rows costs as much as the read.
+        rows = self._raw_select(sql, params, what=g.group.ref)
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in cols]
         out: dict[str, np.ndarray] = {}
-        for i, c in enumerate(cols):
-            vals = [r[i] for r in rows]
+        for c, vals in zip(cols, columns, strict=True):
             if c in names:
                 dtype = np.int64 if g.group.entities[names.index(c)].dtype == "int" else object
                 out[c] = np.asarray(vals, dtype=dtype)
@@ -580,6 +572,30 @@ class FeatureStoreService:
             else:
                 out[c] = _feature_array(vals, g.group.feature(c).dtype)  # type: ignore[union-attr]
         return out
+
+    def _raw_select(self, sql: str, params: list[Any], *, what: str) -> list[Any]:
+        dbapi_error = self.db.read_engine.dialect.loaded_dbapi.Error
+        try:
+            # An in-memory SQLite database is one connection: take the process's lock.
+            lock = nullcontext() if self._raw_reads else self.db.write_lock()
+            with lock:
+                rows = self._fetch(sql, params)
+        except dbapi_error as e:
+            raise UnavailableError(
+                f"the feature store could not read {what}: {e}", details={"group": what}
+            ) from e
+        return rows
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
+        conn = self.db.read_engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            rows = cur.fetchall()
+            cur.close()
+        finally:
+            conn.close()
+        return rows
 
     # ------------------------------------------------------------------------ training sets
 
@@ -770,11 +786,15 @@ def _label_key(s: pd.Series, dtype: str, name: str) -> np.ndarray:
     return s.astype(str).to_numpy(dtype=object)
 
 
-def _feature_array(vals: list[Any], dtype: str) -> np.ndarray:
+def _feature_array(vals: Sequence[Any], dtype: str) -> np.ndarray:
+    """A column read from the database; null is NaN (float) or None (the others)."""
     if dtype == "float":
-        return np.asarray([np.nan if v is None else v for v in vals], dtype=np.float64)
-    if dtype == "int" and None not in vals:
+        return np.asarray(vals, dtype=np.float64)  # None -> NaN
+    has_null = None in vals
+    if dtype == "int" and not has_null:
         return np.asarray(vals, dtype=np.int64)
-    if dtype == "bool" and None not in vals:
-        return np.asarray(vals, dtype=bool)
+    if dtype == "bool":  # SQLite returns 0/1
+        if not has_null:
+            return np.asarray(vals, dtype=bool)
+        return np.asarray([None if v is None else bool(v) for v in vals], dtype=object)
     return np.asarray(vals, dtype=object)

@@ -36,11 +36,14 @@ __all__ = [
     "finish_layout",
 ]
 
-# Past this many points a scatter figure shows a sample: browsers draw a few thousand points
-# in well under a second, and more points than pixels add nothing a reader can see.
-DEFAULT_MAX_POINTS = 4000
-# SVG scatter slows down past about a thousand points; WebGL (scattergl) does not.
-WEBGL_THRESHOLD = 1000
+# Past this many points a scatter figure shows a sample: SVG draws two thousand points in a
+# tenth of a second, and more points than pixels add nothing a reader can see.
+DEFAULT_MAX_POINTS = 2000
+# SVG up to here, WebGL (scattergl) beyond, i.e. only when a caller asks for more points than
+# the default sample. A WebGL context costs a second or more to start where there is no GPU
+# (software rendering: headless and remote browsers) and browsers allow only a few at once,
+# while a sampled SVG figure draws in a fraction of that anywhere.
+WEBGL_THRESHOLD = 5000
 # Trials whose value is in the best fraction are always kept by the downsampler.
 _KEEP_BEST_FRACTION = 0.05
 _SAMPLE_SEED = 0

@@ -29,7 +29,7 @@ from autotune.plots._registry import register
 __all__ = ["plot_parallel_coordinates", "plot_slice", "plot_contour"]
 
 # Parallel coordinates draw one line per trial; past this many the picture is a solid band.
-_PARCOORDS_MAX_LINES = 2000
+_PARCOORDS_MAX_LINES = 1000
 _SLICE_COLUMNS = 3
 # Contour grid cells per continuous axis (discrete axes get one cell per level).
 _CONTOUR_BINS = 30

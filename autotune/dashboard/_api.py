@@ -1,20 +1,26 @@
-"""The dashboard's own JSON: study summaries and the paged trial table. Figures come from the
-REST plots route, trials and models from their own routes."""
+"""The dashboard's own JSON: study summaries, the paged trial table, and a study page in one
+answer (summary, first table page and every figure), so a page load is one round trip the
+browser can start before it has parsed plotly.js. Trials and models come from their own routes.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from starlette.routing import Match
 
 from autotune.api.deps import LimitDep, OffsetDep, ServiceDep, StudyNameDep
 from autotune.api.errors import ERROR_RESPONSES
-from autotune.api.routes.plots import SnapshotsDep
+from autotune.api.routes.plots import SnapshotsDep, figure_json
 from autotune.dashboard._table import table_page, trial_row
+from autotune.errors import AutotuneError
 from autotune.models import Study, Trial, TrialState
 from autotune.plots._registry import get_kind, plot_kinds
+from autotune.plots._snapshot import Snapshot
 
 router = APIRouter(prefix="/dashboard/api", tags=["dashboard"], responses=ERROR_RESPONSES)
 
@@ -91,7 +97,10 @@ def studies(service: ServiceDep, offset: OffsetDep = 0, limit: LimitDep = 100) -
 
 @router.get("/studies/{study}", summary="A study with its counts, best trials and plot kinds")
 def study_summary(study: StudyNameDep, snapshots: SnapshotsDep) -> dict[str, Any]:
-    snap = snapshots.get(study)
+    return _summary_of(snapshots.get(study))
+
+
+def _summary_of(snap: Snapshot) -> dict[str, Any]:
     info = snap.study
     counts = {s.value: 0 for s in TrialState}
     for t in snap.trials:
@@ -142,7 +151,18 @@ def trials_table(
     sort: Annotated[str, Query(max_length=200, description="number, values.x, ...")] = "number",
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
 ) -> dict[str, Any]:
-    snap = snapshots.get(study)
+    return _table_of(snapshots.get(study), offset, limit, q, state, sort, order)
+
+
+def _table_of(
+    snap: Snapshot,
+    offset: int = 0,
+    limit: int = 50,
+    q: str = "",
+    state: TrialState | None = None,
+    sort: str = "number",
+    order: str = "asc",
+) -> dict[str, Any]:
     rows = snap.memo(("rows",), lambda: [trial_row(t) for t in snap.trials])
     items, total = table_page(
         snap.study,
@@ -162,3 +182,31 @@ def trials_table(
         "limit": limit,
         "version": snap.version,
     }
+
+
+@router.get(
+    "/studies/{study}/page",
+    summary="A study page in one answer: summary, first table page and every figure",
+    response_class=Response,
+)
+def study_page(
+    study: StudyNameDep,
+    snapshots: SnapshotsDep,
+    limit: LimitDep = 50,
+    sort: Annotated[str, Query(max_length=200)] = "number",
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "asc",
+) -> Response:
+    snap = snapshots.get(study)
+    summary = _summary_of(snap)
+    table = _table_of(snap, 0, limit, "", None, sort, order)
+    # Figures are cached as JSON text: spliced in, never parsed again.
+    parts = []
+    for p in summary["plots"]:
+        try:
+            body = figure_json(snap, p["kind"], {})
+        except AutotuneError as e:
+            body = json.dumps(e.to_payload())
+        parts.append(f"{json.dumps(p['kind'])}:{body}")
+    head = json.dumps({"summary": summary, "table": table}, default=str)
+    content = head[:-1] + ',"figures":{' + ",".join(parts) + "}}"
+    return Response(content=content, media_type="application/json")

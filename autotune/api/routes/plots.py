@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from autotune.api.deps import ServiceDep, StudyNameDep
 from autotune.api.errors import ERROR_RESPONSES
 from autotune.plots._registry import get_kind, make_figure, plot_kinds
-from autotune.plots._snapshot import SnapshotCache, snapshot_cache
+from autotune.plots._snapshot import Snapshot, SnapshotCache, snapshot_cache
 
 router = APIRouter(prefix="/studies/{study}/plots", tags=["plots"], responses=ERROR_RESPONSES)
 
@@ -96,7 +96,11 @@ def get_plot(
         "max_curves": max_curves,
     }
     options = {k: v for k, v in given.items() if v is not None}
-    snap = snapshots.get(study)
-    key = ("plot", kind, tuple(sorted((k, str(v)) for k, v in options.items())))
-    body = snap.memo(key, lambda: make_figure(kind, snap.study, snap.trials, **options).to_json())
+    body = figure_json(snapshots.get(study), kind, options)
     return Response(content=body, media_type="application/json")
+
+
+def figure_json(snap: Snapshot, kind: str, options: dict[str, Any]) -> str:
+    """The figure's JSON text, computed once per snapshot and options."""
+    key = ("plot", kind, tuple(sorted((k, str(v)) for k, v in options.items())))
+    return snap.memo(key, lambda: make_figure(kind, snap.study, snap.trials, **options).to_json())

@@ -11,6 +11,10 @@ const POLL_MS = 3000;
 const PAGE_SIZES = [25, 50, 100, 250];
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 
+// Drawn after the others, at the end of the figures: a WebGL figure costs a second or more to
+// start without a GPU (software rendering), which should not hold back the first screen.
+const LAZY_KINDS = new Set(["parallel_coordinates"]);
+
 let pollTimer = null;
 let routeToken = 0;
 let capabilities = null;
@@ -101,6 +105,30 @@ function table(headers, rows, opts) {
   return h("div", { class: "table-wrap" }, h("table", opts || {}, thead, h("tbody", {}, rows)));
 }
 
+// A study page's data is requested as soon as this script runs, while plotly.js is still being
+// parsed (both scripts are deferred, this one first).
+function studyPageUrl(name) {
+  return `/dashboard/api/studies/${enc(name)}/page`;
+}
+const early = (() => {
+  const { parts } = parseHash();
+  if (parts[0] === "studies" && parts.length >= 2) {
+    const url = studyPageUrl(parts[1]);
+    return { url, promise: api(url) };
+  }
+  return null;
+})();
+if (early) early.promise.catch(() => {});  // handled when the page is drawn
+
+function fetchStudyPage(name) {
+  const url = studyPageUrl(name);
+  if (early && early.url === url && !early.used) {
+    early.used = true;
+    return early.promise;
+  }
+  return api(url);
+}
+
 // ----------------------------------------------------------------------------------- router
 function parseHash() {
   const raw = location.hash.replace(/^#/, "") || "/";
@@ -118,6 +146,7 @@ async function route() {
     a.classList.toggle("active", a.dataset.nav === (section === "studies" ? "studies" : section));
   }
   window.__dashboardReady = false;
+  window.__dashboardAllDrawn = false;
   try {
     if (section === "studies" && parts.length >= 2) await studyPage(parts[1], query, token);
     else if (section === "models" && parts.length >= 2) await modelPage(parts[1], token);
@@ -168,9 +197,9 @@ function schedule(token, fn) {
 
 // ------------------------------------------------------------------------------------ study
 async function studyPage(name, query, token) {
-  const base = `/dashboard/api/studies/${enc(name)}`;
-  const summary = await api(base);
+  const data = await fetchStudyPage(name);
   if (token !== routeToken) return;
+  const summary = data.summary;
   const study = summary.study;
   const state = {
     name, study, version: summary.version, offset: 0, limit: 50, sort: "number", order: "asc",
@@ -182,26 +211,37 @@ async function studyPage(name, query, token) {
   const detail = h("div", { id: "trial-detail" });
   main().replaceChildren(header, h("h2", {}, "Figures"), figures, h("h2", {}, "Trials"), tableBox, detail);
   renderStudyHeader(header, summary);
-  for (const p of summary.plots) {
-    const wide = p.kind === "parallel_coordinates" || p.kind === "slice";
+  // Eager figures first, lazy ones (WebGL) last on the page.
+  const plots = [...summary.plots].sort((a, b) => LAZY_KINDS.has(a.kind) - LAZY_KINDS.has(b.kind));
+  for (const p of plots) {
+    const wide = LAZY_KINDS.has(p.kind) || p.kind === "slice";
     figures.append(h("div", { class: "figure" + (wide ? " wide" : ""), id: `fig-${p.kind}`, "data-kind": p.kind },
       h("div", { class: "placeholder" }, `${p.title}…`)));
   }
-  const drawn = [drawFigures(state, summary.plots, token), loadTable(state, tableBox, detail, token)];
-  if (state.selected !== null) drawn.push(showTrial(state, detail, Number(state.selected)));
-  await Promise.all(drawn);
+  renderTable(state, tableBox, detail, token, data.table);
+  const detailShown = state.selected !== null ? showTrial(state, detail, Number(state.selected)) : null;
+  await plotlyLoaded();
+  await drawFigures(state, data.figures, token);
+  if (detailShown) await detailShown;
   if (token !== routeToken) return;
   const poll = async () => {
-    const s = await api(base);
+    const s = await api(`/dashboard/api/studies/${enc(name)}`);
     if (token !== routeToken) return;
     if (s.version !== state.version) {
-      state.version = s.version;
-      renderStudyHeader(header, s);
-      await Promise.all([drawFigures(state, s.plots, token), loadTable(state, tableBox, detail, token)]);
+      const fresh = await api(studyPageUrl(name));
+      if (token !== routeToken) return;
+      state.version = fresh.summary.version;
+      renderStudyHeader(header, fresh.summary);
+      await Promise.all([drawFigures(state, fresh.figures, token), loadTable(state, tableBox, detail, token)]);
     }
     schedule(token, poll);
   };
   if (study.state !== "completed" || summary.counts.running > 0) schedule(token, poll);
+}
+
+function plotlyLoaded() {
+  if (window.Plotly) return Promise.resolve();
+  return new Promise((resolve) => window.addEventListener("load", resolve, { once: true }));
 }
 
 function renderStudyHeader(box, summary) {
@@ -224,23 +264,42 @@ function renderStudyHeader(box, summary) {
       h("div", { class: "stat" }, h("b", {}, best), h("span", {}, "best"))));
 }
 
-async function drawFigures(state, plots, token) {
-  await Promise.all(plots.map(async (p) => {
-    const el = document.getElementById(`fig-${p.kind}`);
-    if (!el) return;
-    try {
-      const fig = await api(`/v1/studies/${enc(state.name)}/plots/${p.kind}`);
+async function drawOne(el, fig) {
+  if (fig && fig.error) {
+    showError(el, fig.error.message);
+    return;
+  }
+  const ph = el.querySelector(".placeholder");
+  if (ph) ph.remove();
+  const layout = Object.assign({}, fig.layout, { autosize: true });
+  if (!layout.height) layout.height = 380;
+  await Plotly.react(el, fig.data, layout, PLOT_CONFIG);
+  performance.mark(`drawn:${el.dataset.kind}`);
+  el.dataset.drawn = "1";
+}
+
+async function drawFigures(state, figures, token) {
+  const deferred = [];
+  for (const [kind, fig] of Object.entries(figures)) {
+    const el = document.getElementById(`fig-${kind}`);
+    if (!el || token !== routeToken) continue;
+    if (LAZY_KINDS.has(kind)) deferred.push([el, fig]);
+    else await drawOne(el, fig);
+  }
+  markAllDrawn();
+  // After the first screen is up (this returns first), so it never holds the others back.
+  setTimeout(async () => {
+    for (const [el, fig] of deferred) {
       if (token !== routeToken) return;
-      const ph = el.querySelector(".placeholder");
-      if (ph) ph.remove();
-      const layout = Object.assign({}, fig.layout, { autosize: true });
-      if (!layout.height) layout.height = 380;
-      await Plotly.react(el, fig.data, layout, PLOT_CONFIG);
-      el.dataset.drawn = "1";
-    } catch (err) {
-      if (token === routeToken) showError(el, err);
+      await drawOne(el, fig);
     }
-  }));
+    markAllDrawn();
+  }, 0);
+}
+
+function markAllDrawn() {
+  const figs = [...document.querySelectorAll(".figure")];
+  window.__dashboardAllDrawn = figs.length > 0 && figs.every((f) => f.dataset.drawn === "1" || f.querySelector(".error"));
 }
 
 function columnsOf(study) {
@@ -273,6 +332,10 @@ async function loadTable(state, box, detail, token) {
     return;
   }
   if (token !== routeToken) return;
+  renderTable(state, box, detail, token, page);
+}
+
+function renderTable(state, box, detail, token, page) {
   const cols = columnsOf(state.study);
   const headers = cols.map((c) => {
     const sortable = c.sortable !== false;
@@ -344,6 +407,7 @@ async function showTrial(state, box, number) {
       h("div", { class: "card" }, h("h3", {}, "Intermediate values"),
         t.intermediate.length ? curve : h("p", { class: "muted" }, "This trial reported no intermediate values."))));
   if (t.intermediate.length) {
+    await plotlyLoaded();
     await Plotly.react(curve, [{
       x: t.intermediate.map((m) => m.step), y: t.intermediate.map((m) => m.value),
       mode: "lines+markers", name: `trial ${t.number}`,

@@ -160,6 +160,8 @@ def test_studies_page(page: Page) -> None:
 
 def test_study_page_draws_every_figure_and_the_table(page: Page) -> None:
     p = page.open("#/studies/demo")
+    # The parallel coordinates (WebGL) draw after the first screen.
+    p.wait_for_function("window.__dashboardAllDrawn === true", timeout=READY_TIMEOUT_MS)
     figures = _drawn(p)
     assert set(figures) == {
         "history", "edf", "parallel_coordinates", "slice", "contour", "importance",

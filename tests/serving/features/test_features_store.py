@@ -278,3 +278,21 @@ def test_online_values_at_t_equal_offline_point_in_time_values_at_t(store, gname
     # The same through the multi-group row API the model server uses.
     rows = store.online_features([{"customer_id": i} for i in ids], [f"{gname}:spend"])
     assert [r["spend"] for r in rows] == [o.features["spend"] for o in online]
+
+
+def test_arrow_tables_and_an_in_memory_database(clock) -> None:
+    pa = pytest.importorskip("pyarrow")
+    from serving.features.store import FeatureStoreService
+
+    fs = FeatureStoreService("sqlite://", clock=clock)  # one shared connection, locked reads
+    try:
+        fs.apply(customers(name="mem"))
+        table = pa.table({"customer_id": [1, 2], "ts": [at(-2), at(-1)], "spend": [1.0, 2.0],
+                          "vip": [True, None]})  # fmt: skip
+        assert fs.ingest("mem", table).accepted == 2
+        got = fs.get_online("mem", [{"customer_id": 1}, {"customer_id": 2}])
+        assert [g.features["vip"] for g in got] == [True, None]
+        out = fs.historical_features(pa.table({"customer_id": [2], "timestamp": [at(0)]}), "mem")
+        assert out["spend"].tolist() == [2.0] and out["vip"].tolist() == [None]
+    finally:
+        fs.close()

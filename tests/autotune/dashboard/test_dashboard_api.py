@@ -138,3 +138,16 @@ def test_client_study_handle_draws_figures(api: tuple[TestClient, StudyService])
     assert study.plot_importance().data
     assert study.plot("timeline").data
     assert client.get_study("two").plot_pareto_front().data
+
+
+def test_study_page_in_one_answer(api: tuple[TestClient, StudyService]) -> None:
+    client, _ = api
+    page = client.get("/dashboard/api/studies/two/page", params={"limit": 5}).json()
+    kinds = [p["kind"] for p in page["summary"]["plots"]]
+    assert list(page["figures"]) == kinds and "pareto_front" in kinds
+    for kind, fig in page["figures"].items():
+        assert fig["data"] and "layout" in fig, kind
+        # The same figure as the REST route serves.
+        assert fig == client.get(f"/v1/studies/two/plots/{kind}").json()
+    assert len(page["table"]["items"]) == 5 and page["table"]["total"] == 12
+    assert client.get("/dashboard/api/studies/nope/page").status_code == 404

@@ -229,6 +229,11 @@ class Trainer(ABC):
         """Metric names this trainer computes for ``task`` (the objectives a spec may name)."""
         return metrics_for_task(task)
 
+    def prepare(self) -> None:
+        """Optional hook, run once per worker process before its first trial: import the heavy
+        library (xgboost, torch) so that the first trial's time is its own."""
+        return None
+
     @abstractmethod
     def fit(
         self,

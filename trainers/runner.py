@@ -175,9 +175,12 @@ def _connect(address: str) -> Any:
         return client
 
 
-def _warm_up(address: str) -> None:
-    """Open this worker's service connection before the first trial needs it."""
+def _warm_up(address: str, trainer: Trainer | None = None) -> None:
+    """Open this worker's service connection and import the trainer's library before the first
+    trial needs them."""
     _connect(address)
+    if trainer is not None:
+        trainer.prepare()
 
 
 class _ServiceReporter:
@@ -735,7 +738,7 @@ def _loop(
     ran: list[TrialOutcome] = []
     exhausted = False
     with contextlib.suppress(Exception):  # only an optimisation: trials connect lazily anyway
-        dask.run(_warm_up, address)
+        dask.run(_warm_up, address, trainer)
     ship_data()
     for t in orphans:  # an interrupted run's trials: run them again under their numbers
         submit(t)

@@ -88,6 +88,9 @@ class SklearnTrainer(Trainer):
     name: ClassVar[str] = "sklearn"
     Options: ClassVar[type[TrainerOptions]] = SklearnOptions
 
+    def prepare(self) -> None:
+        import_estimator(self.options.estimator)  # type: ignore[attr-defined]
+
     def fit(
         self,
         params: Mapping[str, Any],

@@ -77,6 +77,9 @@ class TorchMLPTrainer(Trainer):
     name: ClassVar[str] = "torch_mlp"
     Options: ClassVar[type[TrainerOptions]] = TorchMLPOptions
 
+    def prepare(self) -> None:
+        import torch  # noqa: F401
+
     def fit(
         self,
         params: Mapping[str, Any],

@@ -113,6 +113,9 @@ class XGBoostTrainer(Trainer):
     name: ClassVar[str] = "xgboost"
     Options: ClassVar[type[TrainerOptions]] = XGBoostOptions
 
+    def prepare(self) -> None:
+        import xgboost  # noqa: F401
+
     def fit(
         self,
         params: Mapping[str, Any],

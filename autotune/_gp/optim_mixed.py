@@ -7,8 +7,8 @@ Multi-start alternating local search, in the spirit of Optuna's ``optim_mixed`` 
    snapped to the grid (discrete coordinates) with inactive coordinates pinned.
 2. Starts: the best candidates (a few, distinct) and the incumbents themselves.
 3. Alternate until nothing changes: L-BFGS-B on the active continuous coordinates of all starts
-   at once (one scipy call on the concatenated vector; the starts do not interact, so the summed
-   objective has a block gradient), in coordinates scaled by the lengthscales so the problem is
+   at once (``batched_lbfgs``: one acquisition call per iteration, but each start with its own
+   line search and stopping test), in coordinates scaled by the lengthscales so the problem is
    well conditioned; then, per discrete coordinate, the best of its neighbouring levels (all
    levels for categoricals and small grids). Discrete values are never relaxed and rounded.
 """
@@ -19,10 +19,10 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-import scipy.optimize
 import torch
 from scipy.stats import qmc
 
+from autotune._gp import batched_lbfgs
 from autotune._gp.search_space import MAX_EXHAUSTIVE_LEVELS, EncodedSpace
 
 Acqf = Callable[[torch.Tensor], torch.Tensor]
@@ -34,9 +34,13 @@ _EVAL_CHUNK = 2048
 
 def evaluate(acqf: Acqf, X: np.ndarray) -> np.ndarray:
     out = []
+    fast = getattr(acqf, "value_and_grad", None)
     with torch.no_grad():
         for i in range(0, len(X), _EVAL_CHUNK):
-            out.append(acqf(torch.from_numpy(X[i : i + _EVAL_CHUNK])).numpy())
+            if fast is not None:
+                out.append(fast(X[i : i + _EVAL_CHUNK])[0])
+            else:
+                out.append(acqf(torch.from_numpy(X[i : i + _EVAL_CHUNK])).numpy())
     vals = np.concatenate(out) if out else np.zeros(0)
     return np.where(np.isfinite(vals), vals, -np.inf)
 
@@ -48,46 +52,44 @@ def _lbfgs(
     lengthscales: np.ndarray,
     maxiter: int,
 ) -> np.ndarray:
-    """L-BFGS-B on the continuous, active coordinates of every row of X0 (b, dim) jointly."""
+    """Batched L-BFGS on the continuous, active coordinates of every row of X0 (b, dim)."""
     cont = enc.continuous_indices
     if len(cont) == 0:
         return X0
     b = len(X0)
     active = enc.active_mask(X0)[:, cont]  # (b, n_cont)
-    scale = np.clip(lengthscales[cont], 1e-3, 1.0)  # z = x / scale
-    z0 = (X0[:, cont] / scale).ravel()
-    upper = np.broadcast_to(1.0 / scale, (b, len(cont))).ravel()
+    scale = np.clip(lengthscales[cont], 1e-3, 1.0)  # z = x / scale: a well-conditioned problem
+    z0 = X0[:, cont] / scale
+    upper = np.broadcast_to(1.0 / scale, (b, len(cont))).copy()
     lower = np.zeros_like(upper)
-    # Inactive coordinates: fixed at their pinned value via equal bounds.
-    fixed = ~active.ravel()
-    lower = np.where(fixed, z0, lower)
-    upper = np.where(fixed, z0, upper)
+    # Inactive coordinates stay at their pinned value: equal bounds.
+    lower[~active] = z0[~active]
+    upper[~active] = z0[~active]
     base = torch.from_numpy(X0.copy())
     scale_t = torch.from_numpy(scale)
+    fast = getattr(acqf, "value_and_grad", None)
 
-    def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
-        zt = torch.from_numpy(z.reshape(b, len(cont))).requires_grad_(True)
-        x = base.clone()
+    def fg_fast(z: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = X0[rows].copy()
+        x[:, cont] = z * scale
+        vals, grad = fast(x, cont)
+        ok = np.isfinite(vals)
+        g = np.where(ok[:, None] & np.isfinite(grad), grad * scale, 0.0)
+        return -np.where(ok, vals, -1e10), -g
+
+    def fg(z: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        zt = torch.from_numpy(z).requires_grad_(True)
+        x = base[rows].clone()
         x[:, cont] = zt * scale_t
         vals = acqf(x)
         vals = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, -1e10))
-        loss = -vals.sum()
-        (grad,) = torch.autograd.grad(loss, zt)
-        g = grad.numpy().ravel()
-        return loss.item(), np.where(np.isfinite(g), g, 0.0)
+        (grad,) = torch.autograd.grad(-vals.sum(), zt)
+        g = grad.numpy()
+        return -vals.detach().numpy(), np.where(np.isfinite(g), g, 0.0)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = scipy.optimize.minimize(
-            fun,
-            z0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=list(zip(lower, upper, strict=True)),
-            options={"maxiter": maxiter, "gtol": 1e-6, "ftol": 1e-9 * b},
-        )
+    z, _ = batched_lbfgs.minimize(fg_fast if fast else fg, z0, lower, upper, maxiter=maxiter)
     X = X0.copy()
-    X[:, cont] = np.clip(res.x.reshape(b, len(cont)) * scale, 0.0, 1.0)
+    X[:, cont] = np.clip(z * scale, 0.0, 1.0)
     return X
 
 
@@ -133,7 +135,7 @@ def optimize_acqf_mixed(
     n_raw: int = 512,
     n_starts: int = 4,
     n_perturb: int = 32,
-    maxiter: int = 100,
+    maxiter: int = 40,
     max_rounds: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return candidate points (m, dim), best first, and their acquisition values (m,).
@@ -165,18 +167,23 @@ def optimize_acqf_mixed(
         raw.append(pert)
     X = enc.canonicalize(np.vstack(raw))
     vals = evaluate(acqf, X)
-    order = np.argsort(-vals, kind="stable")
-    starts = [X[order[0]]]
-    for i in order[1:]:
-        if len(starts) >= n_starts:
-            break
-        if min(np.abs(X[i] - s).max() for s in starts) > 1e-6:
-            starts.append(X[i])
-    S = (
-        np.vstack([np.vstack(starts), enc.canonicalize(incumbents)])
-        if len(incumbents)
-        else (np.vstack(starts))
-    )
+    # Starts: the best candidate overall, then Sobol' points drawn by roulette on the
+    # acquisition (Optuna's rule: probability ~ exp(value - max), i.e. proportional to EI), so
+    # that other basins than the incumbent's get a local search, then the incumbents.
+    best = int(np.argmax(vals))
+    sob_vals = vals[:n_raw]
+    finite = np.isfinite(sob_vals)
+    starts = [best]
+    if finite.any() and n_starts > 1:
+        w = np.where(finite, np.exp(sob_vals - sob_vals[finite].max()), 0.0)
+        if best < n_raw:
+            w[best] = 0.0
+        k = min(n_starts - 1, int(np.count_nonzero(w > 0)))
+        if k > 0:
+            starts += rng.choice(n_raw, size=k, replace=False, p=w / w.sum()).tolist()
+    S = X[starts]
+    if len(incumbents):
+        S = np.vstack([S, enc.canonicalize(incumbents)])
     S_vals = evaluate(acqf, S)
     for _ in range(max_rounds):
         S_new = enc.canonicalize(_lbfgs(acqf, S, enc, lengthscales, maxiter))

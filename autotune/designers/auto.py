@@ -76,9 +76,7 @@ class AutoDesigner(Designer):
             "phase": gp_info.get("phase"),
             "reason": gp_info.get("reason"),
             "initial_design": f"sobol, {n_initial} points for {problem.space.dim} parameters",
-            "acquisition": gp_info.get(
-                "acquisition", "qLogNEHVI" if multi else "LogEI (sequential-greedy qLogNEI)"
-            ),
+            "acquisition": gp_info.get("acquisition", "LogEHVI" if multi else "LogEI"),
             "large_study": f"fit on a subset of {MAX_FIT_POINTS} trials past {MAX_FIT_POINTS}",
         }
         return out

@@ -13,8 +13,9 @@ One call of ``suggest``:
    regions that keep failing. Hyperparameters start from the previous fit of the same problem
    (a per-instance cache, only a warm start: without it the fit starts from the prior).
 3. Acquisition. One objective: LogEI over the noisy incumbent (best posterior mean among feasible
-   observed points) times the probability of feasibility; several: qLogNEHVI (reference point:
-   the worst feasible observed value of each objective minus 10 % of its range). Until a feasible
+   observed points) times the probability of feasibility; several: LogEHVI over the
+   posterior-mean Pareto front (``mo_acquisition="qlognehvi"``: BoTorch's qLogNEHVI), reference
+   point: the worst feasible observed value of each objective minus 10 % of its range. Until a feasible
    point is known, the probability of feasibility alone (feasibility-seeking phase).
 4. Batches and running trials: sequential greedy. Running trials and the points already chosen
    in this call enter as fantasies (observed at their posterior mean; X_pending for qLogNEHVI),
@@ -50,24 +51,46 @@ from autotune.space import Params
 
 MAX_FIT_POINTS = 300
 N_INCUMBENTS = 3
+_MC_OPTIM = {"n_raw": 128, "n_perturb": 8, "n_starts": 2, "maxiter": 20}  # qLogNEHVI
+_EHVI_OPTIM = {"n_raw": 256, "n_perturb": 16}  # LogEHVI: Monte Carlo, but cheap
 # Problems whose warm-start hyperparameters a designer instance keeps.
 _CACHE_SIZE = 64
 
 
 def default_n_initial(dim: int) -> int:
-    return max(4, min(dim + 1, 10))
+    return max(4, min(dim // 2 + 2, 10))
+
+
+_THREADPOOLS: Any = None
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Small dense algebra runs fastest on one thread; restore the caller's setting after."""
+def _limit_threads(n: int) -> Iterator[None]:
+    """Run torch and BLAS on ``n`` threads while suggesting, then restore the caller's setting.
+
+    The GP's matrices are small: many short calls, where thread start-up and the contention
+    between torch's OpenMP pool and SciPy's OpenBLAS pool (SciPy >= 1.15's L-BFGS-B calls BLAS)
+    cost more than they save; Optuna's GP limits threads for the same reason.
+    """
+    global _THREADPOOLS
     import torch
 
+    if _THREADPOOLS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _THREADPOOLS = ThreadpoolController()
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _THREADPOOLS = False
     old = torch.get_num_threads()
     if old != n:
         torch.set_num_threads(n)
     try:
-        yield
+        if _THREADPOOLS:
+            with _THREADPOOLS.limit(limits=n, user_api="blas"):
+                yield
+        else:
+            yield
     finally:
         if old != n:
             torch.set_num_threads(old)
@@ -85,6 +108,8 @@ class GPDesigner(Designer):
         n_initial: size of the initial Sobol' design; default ``max(4, min(dim + 1, 10))``.
         max_fit_points: trials each GP is fitted on, at most (the large-study switch point).
         threads: torch threads used while suggesting.
+        mo_acquisition: several objectives: ``"logehvi"`` (quasi-MC LogEHVI over the
+            posterior-mean front, fast) or ``"qlognehvi"`` (BoTorch's qLogNEHVI, slower).
     """
 
     name = "gp"
@@ -95,7 +120,13 @@ class GPDesigner(Designer):
         n_initial: int | None = None,
         max_fit_points: int = MAX_FIT_POINTS,
         threads: int = 1,
+        mo_acquisition: str = "logehvi",
     ) -> None:
+        if mo_acquisition not in ("logehvi", "qlognehvi"):
+            raise ValueError(
+                f"mo_acquisition must be 'logehvi' or 'qlognehvi', got {mo_acquisition!r}"
+            )
+        self.mo_acquisition = mo_acquisition
         self.n_initial = n_initial
         self.max_fit_points = max_fit_points
         self.threads = threads
@@ -135,7 +166,7 @@ class GPDesigner(Designer):
             return SobolDesigner().suggest(
                 problem, completed=completed, pending=pending, count=count, seed=seed
             )
-        with _torch_threads(self.threads):
+        with _limit_threads(self.threads):
             return self._suggest_bo(problem, completed, pending, count, seed)
 
     # -- Bayesian optimization ------------------------------------------------------------------
@@ -149,7 +180,7 @@ class GPDesigner(Designer):
     ) -> list[Params]:
         import torch
 
-        from autotune._gp.acqf import ConstraintModel, LogEI, LogPoF, make_qlognehvi
+        from autotune._gp.acqf import ConstraintModel, LogEHVI, LogEI, LogPoF, make_qlognehvi
         from autotune._gp.gp import fit_gp
         from autotune._gp.optim_mixed import evaluate, optimize_acqf_mixed
         from autotune._gp.search_space import encode_space
@@ -181,7 +212,7 @@ class GPDesigner(Designer):
         # imputes crashes), so the model itself is pessimistic around them.
         X_obj = np.vstack([X, X_fail])
         Y_obj = np.vstack([Y, np.repeat(Y.min(0, keepdims=True), len(X_fail), axis=0)])
-        Z_obj = np.column_stack([_standardize(Y_obj[:, i])[0] for i in range(Y.shape[1])])
+        Z_obj = np.column_stack([_warp(Y_obj[:, i]) for i in range(Y.shape[1])])
         objectives = [fit(f"objective:{i}", X_obj, Z_obj[:, i]) for i in range(Y.shape[1])]
         constraints: list[ConstraintModel] = []
         for j in range(C.shape[1]):
@@ -197,7 +228,12 @@ class GPDesigner(Designer):
         if not has_feasible and (C.shape[1] > 0):
             phase, acq_name = "feasibility search", "log probability of feasibility"
         else:
-            phase, acq_name = "bayesian optimization", "qLogNEHVI" if multi else "LogEI"
+            phase = "bayesian optimization"
+            acq_name = (
+                "LogEI"
+                if not multi
+                else ("qLogNEHVI" if self.mo_acquisition == "qlognehvi" else "LogEHVI")
+            )
         self._info = {
             "designer": self.name,
             "phase": phase,
@@ -216,6 +252,9 @@ class GPDesigner(Designer):
         }
 
         seen = {_key(x) for x in data.X_seen}
+        if multi:
+            ref_point = _ref_point(Z_obj[: len(X)], feasible)
+            front_idx = np.flatnonzero(feasible)[_pareto(Y[feasible])]
         lengthscales = (objectives[0] if objectives else constraints[0].gp).params.lengthscales
         X_pend = data.X_pending
         chosen: list[np.ndarray] = []
@@ -225,17 +264,28 @@ class GPDesigner(Designer):
                 cons = [ConstraintModel(c.gp.with_fantasies(X_fant), c.bound) for c in constraints]
                 acqf = LogPoF(cons)
                 inc = X[np.argsort(-evaluate(acqf, X), kind="stable")[:N_INCUMBENTS]]
-            elif multi:
+            elif multi and self.mo_acquisition == "qlognehvi":
                 acqf = make_qlognehvi(
                     objectives,
                     constraints,
                     X_baseline=torch.from_numpy(X),
-                    ref_point=torch.from_numpy(_ref_point(Z_obj[: len(X)], feasible)),
+                    ref_point=torch.from_numpy(ref_point),
                     X_pending=torch.from_numpy(X_fant) if len(X_fant) else None,
                     seed=int(rng.integers(2**31)),
+                    n_mc=32,
                 )
-                front = np.flatnonzero(feasible)[_pareto(Y[feasible])]
-                inc = X[rng.permutation(front)[:N_INCUMBENTS]]
+                inc = X[rng.permutation(front_idx)[:N_INCUMBENTS]]
+            elif multi:
+                gps = [g.with_fantasies(X_fant) for g in objectives]
+                cons = [ConstraintModel(c.gp.with_fantasies(X_fant), c.bound) for c in constraints]
+                # The front: posterior means at the feasible observed points and, as believed
+                # outcomes, at the pending and already chosen points.
+                X_front = np.vstack([X[feasible], X_fant]) if len(X_fant) else X[feasible]
+                with torch.no_grad():
+                    xf = torch.from_numpy(X_front)
+                    M = np.column_stack([g.posterior(xf)[0].numpy() for g in gps])
+                acqf = LogEHVI(gps, M, ref_point, cons, n_mc=32, seed=int(rng.integers(2**31)))
+                inc = X[rng.permutation(front_idx)[:N_INCUMBENTS]]
             else:
                 gp = objectives[0].with_fantasies(X_fant)
                 y0 = Y[:, 0]
@@ -247,8 +297,12 @@ class GPDesigner(Designer):
                 acqf = LogEI(gp, best, constraints)
                 order = np.flatnonzero(pool)[np.argsort(-y0[pool], kind="stable")]
                 inc = X[order[:N_INCUMBENTS]]
+            # qLogNEHVI is a Monte Carlo acquisition: about 50 times the cost of analytic LogEI
+            # per point, so it gets a smaller candidate set and shorter local searches.
+            mc = multi and phase != "feasibility search" and self.mo_acquisition == "qlognehvi"
+            budget = _MC_OPTIM if mc else (_EHVI_OPTIM if multi else {})
             cands, _ = optimize_acqf_mixed(
-                acqf, enc, lengthscales=lengthscales, incumbents=inc, rng=rng
+                acqf, enc, lengthscales=lengthscales, incumbents=inc, rng=rng, **budget
             )
             x = next((c for c in cands if _key(c) not in seen), None)
             if x is None:  # every candidate is taken: a fresh random point of the space
@@ -351,6 +405,42 @@ def _standardize(v: np.ndarray) -> tuple[np.ndarray, float, float]:
     if not np.isfinite(sd) or sd < 1e-12:
         sd = 1.0
     return (v - mu) / sd, mu, sd
+
+
+def _yeo_johnson(z: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Yeo-Johnson transform of z (n,) for each lambda of ``lam`` (L,): (L, n)."""
+    lam = lam[:, None]
+    pos = z >= 0
+    zp, zn = np.log1p(np.where(pos, z, 0.0)), np.log1p(np.where(pos, 0.0, -z))
+    with np.errstate(all="ignore"):
+        a = np.where(np.abs(lam) < 1e-8, zp, np.expm1(lam * zp) / np.where(lam == 0, 1, lam))
+        b2 = 2.0 - lam
+        b = np.where(np.abs(b2) < 1e-8, zn, np.expm1(b2 * zn) / np.where(b2 == 0, 1, b2))
+    return np.where(pos, a, -b)
+
+
+def _warp(v: np.ndarray) -> np.ndarray:
+    """Standardize, then Gaussianize with a Yeo-Johnson power transform whose lambda maximizes
+    the normal likelihood (HEBO, Cowen-Rivers et al. 2022): heavy tails (Rosenbrock's huge
+    values, Hartmann's narrow peak) are compressed so a stationary GP fits them. The transform
+    is monotone, so optima and Pareto fronts are unchanged."""
+    z = _standardize(v)[0]
+    if len(v) < 3 or np.ptp(z) < 1e-12:
+        return z
+    # Profile likelihood on a grid, then a finer grid around its best: no optimizer calls.
+    lam = np.linspace(-2.0, 4.0, 61)
+    jac = np.sum(np.sign(z) * np.log1p(np.abs(z)))
+    for width in (0.1, 0.01):
+        with np.errstate(all="ignore"):
+            psi = _yeo_johnson(z, lam)
+            ll = -0.5 * len(z) * np.log(np.var(psi, axis=1)) + (lam - 1.0) * jac
+        ll = np.where(np.isfinite(ll), ll, -np.inf)
+        best = lam[int(np.argmax(ll))]
+        lam = best + np.linspace(-width, width, 21)
+    w = _yeo_johnson(z, np.array([best]))[0]
+    if not np.all(np.isfinite(w)) or np.ptp(w) < 1e-12:
+        return z
+    return _standardize(w)[0]
 
 
 def _pareto_mask(Y: np.ndarray) -> np.ndarray:

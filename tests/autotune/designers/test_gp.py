@@ -167,7 +167,11 @@ def test_multi_objective_returns_points() -> None:
     trials = _run(d, problem, f, 8)
     batch = d.suggest(problem, completed=trials, pending=[], count=2, seed=0)
     assert len(batch) == 2 and all(space.validate_params(p) == p for p in batch)
-    assert d.describe()["acquisition"] == "qLogNEHVI"
+    assert d.describe()["acquisition"] == "LogEHVI"
+    exact = GPDesigner(n_initial=4, mo_acquisition="qlognehvi")
+    [p] = exact.suggest(problem, completed=trials, pending=[batch[0]], count=1, seed=0)
+    assert space.validate_params(p) == p and p not in batch[:1]
+    assert exact.describe()["acquisition"] == "qLogNEHVI"
 
 
 def test_gp_beats_random_on_a_quadratic() -> None:

@@ -314,14 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in probs]
     if unknown:
         ap.error(f"unknown problem(s) {unknown}; choose from {list(probs)}")
-    # Longest first, so the pool of two ends together.
-    cost = {"gpsampler": 3, "auto": 2, "gp": 2, "tpe": 1, "random": 0, "sobol": 0}
-    tasks = sorted(
-        [(n, o, s) for n in names for o in optimizers for s in range(seeds)],
-        key=lambda t: (
-            -(cost.get(t[1], 1) * probs[t[0]].budget * (2 if probs[t[0]].is_multi else 1))
-        ),
-    )
+
+    # Longest problems first, so the pool of two ends together; within a problem and seed the
+    # optimizers run back to back, so that the peers are timed under the same machine load.
+    def weight(name: str) -> int:
+        return -probs[name].budget * (2 if probs[name].is_multi else 1)
+
+    tasks = [(n, o, s) for n in sorted(names, key=weight) for s in range(seeds) for o in optimizers]
     t_start = time.perf_counter()
     workers = max(1, min(args.workers, 2))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

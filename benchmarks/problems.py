@@ -237,7 +237,7 @@ def all_problems() -> dict[str, BenchProblem]:
             _box(2, 0, 1),
             40,
             lambda p: p["x0"] + p["x1"],
-            optimum=0.5998,
+            optimum=0.5997880520100523,  # at (0.19512, 0.40467), on the c1 boundary
             constraints={
                 "c1": Constraint(op="<=", bound=0.0),
                 "c2": Constraint(op="<=", bound=0.0),

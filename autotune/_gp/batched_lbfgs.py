@@ -27,10 +27,10 @@ def minimize(  # noqa: C901
     upper: np.ndarray,
     *,
     maxiter: int = 50,
-    history: int = 6,
+    history: int = 5,
     gtol: float = 1e-3,
-    ftol: float = 1e-7,
-    max_backtracks: int = 8,
+    ftol: float = 1e-6,
+    max_backtracks: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimize each row independently; return the points (b, n) and values (b,)."""
     b, n = x0.shape

@@ -142,14 +142,14 @@ class GP:
     # The acquisition optimizer calls the posterior a few dozen times on a handful of points;
     # at that size a torch graph costs more in per-operation overhead than in arithmetic, so
     # the optimizer uses closed-form gradients in NumPy (about four times faster).
-    def _np_cache(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _np_cache(self) -> tuple[np.ndarray, ...]:
         cache = self.__dict__.get("_np")
         if cache is None:
             X = self.X.numpy()
             L = self.L.numpy()
             eye = np.eye(len(X))
             L_inv = scipy.linalg.solve_triangular(L, eye, lower=True)  # (n, n)
-            cache = (X, self.alpha.numpy(), L_inv, self.inv_sq_ls.numpy())
+            cache = (X, self.alpha.numpy(), L_inv, self.inv_sq_ls.numpy(), self.is_cat.numpy())
             self.__dict__["_np"] = cache
         return cache
 
@@ -158,10 +158,9 @@ class GP:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Mean and variance (b,) at ``x`` (b, dim) and, when ``cont`` (indices of continuous
         coordinates) is given, their gradients (b, len(cont)) with respect to those."""
-        X, alpha, L_inv, inv_sq = self._np_cache()
+        X, alpha, L_inv, inv_sq, is_cat = self._np_cache()
         diff = x[:, None, :] - X[None, :, :]  # (b, n, dim)
         sq = diff * diff
-        is_cat = self.is_cat.numpy()
         if self.any_cat:
             sq[..., is_cat] = sq[..., is_cat] > 1e-18
         r2 = sq @ inv_sq  # (b, n)

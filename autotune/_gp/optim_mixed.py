@@ -96,32 +96,37 @@ def _lbfgs(
 def _discrete_pass(
     acqf: Acqf, X: np.ndarray, vals: np.ndarray, enc: EncodedSpace
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """For each discrete coordinate in turn, move every row to its best neighbouring level."""
+    """For each discrete coordinate in turn, move every row to its best neighbouring level.
+
+    The candidates of all rows are evaluated in one call per coordinate.
+    """
     changed = False
     for j in enc.discrete_indices:
         grid = enc.grids[j]
         assert grid is not None
         if len(grid) < 2:
             continue
-        active = enc.active_mask(X)[:, j]
-        for r in np.flatnonzero(active):
-            if len(grid) <= MAX_EXHAUSTIVE_LEVELS or enc.is_categorical[j]:
-                levels = grid
-            else:
-                k = int(np.argmin(np.abs(grid - X[r, j])))
-                idx = np.unique(np.clip(k + _NEIGHBOUR_STEPS, 0, len(grid) - 1))
-                levels = grid[idx]
-            levels = levels[levels != X[r, j]]
-            if len(levels) == 0:
-                continue
-            cand = np.repeat(X[r : r + 1], len(levels), axis=0)
-            cand[:, j] = levels
-            cand = enc.canonicalize(cand)
-            cv = evaluate(acqf, cand)
-            i = int(np.argmax(cv))
-            if cv[i] > vals[r] + 1e-12 * max(1.0, abs(vals[r])):
-                X[r], vals[r] = cand[i], cv[i]
-                changed = True
+        rows = np.flatnonzero(enc.active_mask(X)[:, j])
+        if len(rows) == 0:
+            continue
+        if len(grid) <= MAX_EXHAUSTIVE_LEVELS or enc.is_categorical[j]:
+            levels = np.broadcast_to(grid, (len(rows), len(grid)))
+        else:
+            k = np.abs(grid[None, :] - X[rows, j, None]).argmin(1)
+            levels = grid[np.clip(k[:, None] + _NEIGHBOUR_STEPS, 0, len(grid) - 1)]
+        n_lev = levels.shape[1]
+        cand = np.repeat(X[rows], n_lev, axis=0)  # (rows * levels, dim)
+        cand[:, j] = levels.ravel()
+        cand = enc.canonicalize(cand)
+        cv = evaluate(acqf, cand).reshape(len(rows), n_lev)
+        best = cv.argmax(1)
+        best_v = cv[np.arange(len(rows)), best]
+        better = best_v > vals[rows] + 1e-12 * np.maximum(1.0, np.abs(vals[rows]))
+        if better.any():
+            r = rows[better]
+            X[r] = cand.reshape(len(rows), n_lev, -1)[np.flatnonzero(better), best[better]]
+            vals[r] = best_v[better]
+            changed = True
     return X, vals, changed
 
 
@@ -135,8 +140,8 @@ def optimize_acqf_mixed(
     n_raw: int = 512,
     n_starts: int = 4,
     n_perturb: int = 32,
-    maxiter: int = 40,
-    max_rounds: int = 4,
+    maxiter: int = 25,
+    max_rounds: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return candidate points (m, dim), best first, and their acquisition values (m,).
 

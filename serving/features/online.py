@@ -2,8 +2,8 @@
 
 One string per (group version, entity): ``<event time in microseconds>|<values as a JSON
 object>``. Writes go through a small Lua script that keeps the newer event time, so late or
-replayed batches never overwrite newer values, and they are pipelined (one round trip per
-``WRITE_CHUNK`` entities). Reads are one ``MGET`` for any number of entities: one command, not
+replayed batches never overwrite newer values; one call stores ``WRITE_CHUNK`` entities (all
+keys of a call must live on one node: a single Redis, not a cluster). Reads are one ``MGET`` for any number of entities: one command, not
 one per entity. The TTL is checked on read by the feature store, like the SQL store's; keys also get a
 Redis expiry at event time + TTL (``expire=True``) so that memory does not grow forever. A TTL
 raised later therefore applies to values written after the change.
@@ -24,14 +24,23 @@ from serving.features.errors import OnlineStoreUnavailableError
 __all__ = ["RedisOnlineStore", "DEFAULT_PREFIX", "WRITE_CHUNK"]
 
 DEFAULT_PREFIX = "autotune:features:"
-# Entities per pipelined round trip when writing.
-WRITE_CHUNK = 5000
+# Entities per script call when writing (Redis runs a script without serving others: keep
+# each call to a few milliseconds).
+WRITE_CHUNK = 1000
+# KEYS: the entities' keys; ARGV: (event time us, values JSON, expire-at ms or "") per key.
+# One call stores a whole chunk: one command to parse instead of one per entity.
 _SET_IF_NEWER = """
-local cur = redis.call('GET', KEYS[1])
-if cur and tonumber(string.match(cur, '^(-?%d+)|')) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
-if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-return 1
+local written = 0
+for i, key in ipairs(KEYS) do
+  local t, v, at = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local cur = redis.call('GET', key)
+  if not cur or tonumber(string.match(cur, '^(-?%d+)|')) <= tonumber(t) then
+    redis.call('SET', key, t .. '|' .. v)
+    if at ~= '' then redis.call('PEXPIREAT', key, at) end
+    written = written + 1
+  end
+end
+return written
 """
 
 
@@ -71,20 +80,11 @@ class RedisOnlineStore:
         ttl_ms = int(group.ttl_s * 1000) if group.ttl_s is not None and self.expire else None
         try:
             for start in range(0, len(keys), WRITE_CHUNK):
-                pipe = self.client.pipeline(transaction=False)
-                for key, t, vals in zip(
-                    keys[start : start + WRITE_CHUNK],
-                    event_us[start : start + WRITE_CHUNK],
-                    values[start : start + WRITE_CHUNK],
-                    strict=True,
-                ):
-                    expire_at = "" if ttl_ms is None else str(t // 1000 + ttl_ms)
-                    self._script(
-                        keys=[self._key(group, key)],
-                        args=[int(t), json.dumps(vals), expire_at],
-                        client=pipe,
-                    )
-                pipe.execute()
+                chunk = slice(start, start + WRITE_CHUNK)
+                args: list[Any] = []
+                for t, vals in zip(event_us[chunk], values[chunk], strict=True):
+                    args += (int(t), json.dumps(vals), "" if ttl_ms is None else t // 1000 + ttl_ms)
+                self._script(keys=[self._key(group, k) for k in keys[chunk]], args=args)
         except self._redis_errors as e:
             raise OnlineStoreUnavailableError(
                 f"the Redis online store at {self.url} did not answer: {e}; the offline store "

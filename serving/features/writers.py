@@ -1,10 +1,11 @@
 """Bulk writes of a validated batch: the offline upsert and the SQL online store's upsert.
 
 SQLite: one prepared statement through ``executemany`` (rows sorted by primary key, so the
-inserts walk the B-tree in order). PostgreSQL: binary ``COPY`` of the sorted batch into a
-temporary table, each entity's latest row flagged, then ``INSERT ... SELECT ... ON CONFLICT`` into
-the offline table and (flagged rows only) the online table. Both run inside the caller's
-transaction, so a batch is stored whole or not at all.
+inserts walk the B-tree in order). PostgreSQL: binary ``COPY`` of the sorted batch straight
+into the offline table under a savepoint; if a row is there already (a re-ingest), back to the
+savepoint and ``COPY`` into a temporary table, then ``INSERT ... SELECT ... ON CONFLICT``. The
+online table is upserted from a temporary table of each entity's latest row. Both run inside the
+caller's transaction, so a batch is stored whole or not at all.
 """
 
 from __future__ import annotations
@@ -102,38 +103,60 @@ _PG_TYPES = {"float": "float8", "int": "int8", "bool": "bool", "string": "text"}
 
 
 def write_postgres(s: Session, g: Any, batch: ValidatedBatch, now: int, sql_online: bool) -> None:
+    import psycopg
+
     q = s.get_bind().dialect.identifier_preparer.quote
     cols = _columns(g)
     names = ", ".join(q(c) for c in cols)
     raw = s.connection().connection.driver_connection
-    tmp = "_feature_batch"
     order, last = _sorted_with_latest(batch, g.group.entity_names)
     types = [
         *("int8" if e.dtype == "int" else "text" for e in g.group.entities),
         "int8",
         *(_PG_TYPES[f.dtype] for f in g.group.features),
         "int8",
-        "bool",
     ]
-    with raw.cursor() as cur:
-        # The batch goes to a temporary table by binary COPY, in primary-key order (the upsert
-        # then walks the index in order) with each entity's latest row flagged for the online
-        # table, so no server-side DISTINCT ON sort.
-        cur.execute(
-            f"CREATE TEMP TABLE {tmp} (LIKE {q(g.offline.name)}) ON COMMIT DROP;"
-            f"ALTER TABLE {tmp} ADD COLUMN _latest boolean"
-        )
-        with cur.copy(f"COPY {tmp} ({names}, _latest) FROM STDIN (FORMAT BINARY)") as copy:
+
+    def copy_rows(cur: Any, table: str, idx: np.ndarray) -> None:
+        with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(types)
-            for row in zip(*_row_columns(g, batch, order), repeat(now), last.tolist()):
+            for row in zip(*_row_columns(g, batch, idx), repeat(now)):
                 copy.write_row(row)
-        cur.execute(
-            f"INSERT INTO {q(g.offline.name)} ({names}) SELECT {names} FROM {tmp} "
-            + _upsert_sql(g.offline, g, q, online=False)
-        )
-        if sql_online:
+
+    tmp = "_feature_batch"
+    with raw.cursor() as cur:
+        # New events (the usual case) are copied straight into the offline table, in primary-key
+        # order. If any (entity, event time) is there already, the COPY fails on the key: undo
+        # it to the savepoint and upsert through a temporary table instead.
+        cur.execute("SAVEPOINT feature_copy")
+        try:
+            copy_rows(cur, q(g.offline.name), order)
+            cur.execute("RELEASE SAVEPOINT feature_copy")
+            upserted = False
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT feature_copy")
+            upserted = True
+        if not upserted and not sql_online:
+            return
+        cur.execute(f"CREATE TEMP TABLE {tmp} (LIKE {q(g.offline.name)}) ON COMMIT DROP")
+        # The temporary table holds every row when they are to be upserted, else only each
+        # entity's latest (all the online table needs: no server-side DISTINCT ON).
+        copy_rows(cur, tmp, order if upserted else order[last])
+        if upserted:
             cur.execute(
-                f"INSERT INTO {q(g.online.name)} ({names}) SELECT {names} FROM {tmp} "
-                "WHERE _latest " + _upsert_sql(g.online, g, q, online=True)
+                f"INSERT INTO {q(g.offline.name)} ({names}) SELECT {names} FROM {tmp} "
+                + _upsert_sql(g.offline, g, q, online=False)
+            )
+        if sql_online:
+            latest = f"SELECT DISTINCT ON ({', '.join(q(k) for k in g.group.entity_names)}) " \
+                if upserted else "SELECT "  # fmt: skip
+            order_by = (
+                f" ORDER BY {', '.join(q(k) for k in g.group.entity_names)}, {q(EVENT_TIME)} DESC"
+                if upserted
+                else ""
+            )
+            cur.execute(
+                f"INSERT INTO {q(g.online.name)} ({names}) {latest}{names} FROM {tmp}{order_by} "
+                + _upsert_sql(g.online, g, q, online=True)
             )
         cur.execute(f"DROP TABLE {tmp}")

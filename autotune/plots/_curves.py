@@ -24,7 +24,7 @@ __all__ = ["plot_intermediate_values", "plot_timeline"]
 
 # Learning curves drawn at most; a sample beyond (the best finishers always among them).
 _MAX_CURVES = 300
-_MAX_TIMELINE_TRIALS = 5000
+_MAX_TIMELINE_TRIALS = 2000
 _NO_CLIENT = "(no client id)"
 
 

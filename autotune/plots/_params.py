@@ -31,6 +31,9 @@ __all__ = ["plot_parallel_coordinates", "plot_slice", "plot_contour"]
 # Parallel coordinates draw one line per trial; past this many the picture is a solid band.
 _PARCOORDS_MAX_LINES = 1000
 _SLICE_COLUMNS = 3
+# One panel per parameter: a smaller sample than other figures keeps the markers drawn in all
+# panels together near those of one scatter figure.
+_SLICE_MAX_POINTS = 1000
 # Contour grid cells per continuous axis (discrete axes get one cell per level).
 _CONTOUR_BINS = 30
 _COLORSCALE = "Blues"
@@ -126,7 +129,7 @@ def plot_slice(
     *,
     objective: str | None = None,
     params: Sequence[str] | None = None,
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int = _SLICE_MAX_POINTS,
 ) -> go.Figure:
     """The objective against each parameter, one panel per parameter, coloured by trial number.
 

@@ -27,7 +27,7 @@ def minimize(  # noqa: C901
     upper: np.ndarray,
     *,
     maxiter: int = 50,
-    history: int = 5,
+    history: int = 4,
     gtol: float = 1e-3,
     ftol: float = 1e-6,
     max_backtracks: int = 4,

@@ -38,8 +38,8 @@ MIN_NOISE = 1e-6
 LOG_LENGTHSCALE_BOUNDS = (math.log(5e-3), math.log(1e3))
 LOG_SCALE_BOUNDS = (math.log(1e-3), math.log(1e2))
 LOG_NOISE_BOUNDS = (math.log(1e-9), math.log(2.0))
-# Loose gradient tolerance: hyperparameters beyond two digits do not change the suggestion.
-FIT_GTOL = 1e-3
+# Loose gradient tolerance (Optuna's): finer hyperparameters do not change the suggestion.
+FIT_GTOL = 1e-2
 FIT_MAXITER = 200
 
 

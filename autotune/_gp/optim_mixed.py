@@ -138,9 +138,9 @@ def optimize_acqf_mixed(
     incumbents: np.ndarray,
     rng: np.random.Generator,
     n_raw: int = 512,
-    n_starts: int = 4,
+    n_starts: int = 3,
     n_perturb: int = 32,
-    maxiter: int = 25,
+    maxiter: int = 20,
     max_rounds: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return candidate points (m, dim), best first, and their acquisition values (m,).
@@ -187,8 +187,8 @@ def optimize_acqf_mixed(
         if k > 0:
             starts += rng.choice(n_raw, size=k, replace=False, p=w / w.sum()).tolist()
     S = X[starts]
-    if len(incumbents):
-        S = np.vstack([S, enc.canonicalize(incumbents)])
+    if len(incumbents):  # the best two observed points start local searches too
+        S = np.vstack([S, enc.canonicalize(incumbents[:2])])
     S_vals = evaluate(acqf, S)
     for _ in range(max_rounds):
         S_new = enc.canonicalize(_lbfgs(acqf, S, enc, lengthscales, maxiter))

@@ -58,7 +58,7 @@ _CACHE_SIZE = 64
 
 
 def default_n_initial(dim: int) -> int:
-    return max(4, min(dim // 2 + 2, 10))
+    return max(4, min(dim + 1, 10))
 
 
 _THREADPOOLS: Any = None

@@ -212,9 +212,9 @@ def dask_roundtrip_ms(dask: Any, n: int = 30) -> float:
 def _warm(dask: Any, db: str) -> None:
     """Import the trainers and open the service connection on every worker, untimed."""
     from trainers import XGBoostTrainer
-    from trainers.runner import _warm_up
+    from trainers._worker import warm_up
 
-    dask.run(_warm_up, db, XGBoostTrainer())
+    dask.run(warm_up, db, XGBoostTrainer())
 
 
 def main() -> None:

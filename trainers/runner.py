@@ -35,28 +35,33 @@ same time would run each other's trials twice: run one, with as many workers as 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from autotune.errors import (
-    NotFoundError,
     StudyNotActiveError,
     TrialFinishedError,
     UnavailableError,
     ValidationError,
 )
 from autotune.models import Study, Trial, TrialState
-from trainers._base import Reporter, TrainData, Trainer, TrainResult
+from trainers._base import TrainData, Trainer
+from trainers._worker import (
+    FAILURE_REASON_CHARS,
+    Heartbeat,
+    TrialOutcome,
+    TrialTask,
+    run_trial,
+    warm_up,
+)
 from trainers.spec import RunSpec, load_spec
 
 __all__ = ["run_study", "RunResult", "TrialOutcome", "service_address"]
@@ -69,11 +74,7 @@ DEFAULT_ARTIFACTS_DIR = "autotune-artifacts"
 # A heartbeat every grace/3 survives two lost beats; never more often than once a second.
 _HEARTBEAT_FRACTION = 1 / 3
 _MIN_HEARTBEAT_S = 1.0
-_FAILURE_REASON_CHARS = 2_000
 _DASK_ALLOWED_FAILURES = 10
-# The reporter sends at most one intermediate value per interval (the newest); steps that take
-# longer (epochs) are all sent. 50 ms: a stop decision is late by a few boosting rounds at most.
-REPORT_INTERVAL_S = 0.05
 # Trials suggested ahead of need: a freed worker starts the next trial without waiting for the
 # designer; the suggestion is made while the workers are busy.
 PREFETCH = 1
@@ -81,24 +82,6 @@ _SLOTS_REFRESH_S = 1.0
 _MAX_RESUBMITS = 5  # reruns of one trial because its input data was lost (not its fault)
 _WORKER_WAIT_S = 300.0  # how long to wait for a first worker (a cluster starting up)
 _FINISHED = (TrialState.COMPLETED, TrialState.FAILED, TrialState.PRUNED)
-
-
-@dataclass
-class TrialOutcome:
-    """What a worker returns for one trial (small: the model itself stays on disk)."""
-
-    number: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    artifact: dict[str, Any] | None = None
-    steps: int = 0
-    stopped: bool = False
-    duration_s: float = 0.0
-    worker: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-    started_at: float = 0.0  # time.time() on the worker, for utilization
-    ended_at: float = 0.0
-    last_report: tuple[int, float] | None = None  # (step, value) the runner still has to send
 
 
 @dataclass
@@ -128,281 +111,6 @@ class RunResult:
     @property
     def n_trials(self) -> int:
         return self.completed + self.failed + self.pruned
-
-
-# ------------------------------------------------------------------------------------------------
-# The worker side
-
-
-@dataclass(frozen=True)
-class _TrialTask:
-    study: str
-    study_info: Study  # the worker builds its study handle from this, without a round trip
-    number: int
-    params: dict[str, Any]
-    trainer: Trainer
-    metric: str
-    seed: int
-    cv_folds: int | None
-    service: str
-    artifacts_dir: str
-    heartbeat_s: float | None
-    run_id: str
-    max_attempts: int
-    sync_reports: bool = False
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.artifacts_dir) / self.study / str(self.number)
-
-
-_CLIENTS: dict[str, Any] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
-def _connect(address: str) -> Any:
-    """One autotune client per worker process and service address (opening one is not free)."""
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(address)
-        if client is None:
-            import autotune
-
-            if address.startswith(("http://", "https://")):
-                client = autotune.Client(address)
-            else:
-                client = autotune.Client(db=address)
-            _CLIENTS[address] = client
-        return client
-
-
-def _warm_up(address: str, trainer: Trainer | None = None) -> None:
-    """Open this worker's service connection and import the trainer's library before the first
-    trial needs them."""
-    _connect(address)
-    if trainer is not None:
-        trainer.prepare()
-
-
-class _ServiceReporter:
-    """Sends reports from a thread, so training never waits for the service.
-
-    ``report`` hands the value to the sender thread and returns the latest ``should_stop`` the
-    service gave. The thread sends at most one value per ``REPORT_INTERVAL_S``; values that come
-    faster (boosting rounds of a millisecond) replace the one waiting, so the stored curve is
-    thinned, training never waits, the service and the worker's cores are not flooded, and a
-    stop arrives at most an interval and a round trip late. Slower steps (epochs) all go. The last value always arrives: if it is not stored when training ends,
-    ``close`` returns it and the runner sends it before ``observe``. The stoppers read curves with gaps
-    (``Curve.value_at_or_after``, ``best_up_to``). With ``sync`` (the spec's ``sync_reports``)
-    every value is sent and answered before training goes on: exact curves and stops, at a
-    round trip per step. An unreachable service (a restart) does not stop training: the value is
-    logged and dropped, and the next one tries again.
-    """
-
-    def __init__(self, study: Any, number: int, *, sync: bool = False) -> None:
-        self.study = study
-        self.number = number
-        self.sync = sync
-        self.should_stop = False
-        self.finished = False  # the service says the trial is over (pruned, failed, abandoned)
-        self.sent = 0
-        self._pending: tuple[int, float] | None = None
-        self._last: tuple[int, float] | None = None  # the latest value reported
-        self._confirmed: tuple[int, float] | None = None  # the latest value the service stored
-        self._closing = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._send, name=f"report-{number}", daemon=True)
-        self._thread.start()
-
-    def report(self, step: int, value: float) -> bool:
-        if not math.isfinite(value) or self.finished:
-            return self.should_stop
-        item = (int(step), float(value))
-        if self.sync:  # every value, and the answer to it, before training goes on
-            self._send_one(item)
-            return self.should_stop
-        with self._cond:
-            self._pending = self._last = item
-            self._cond.notify()
-        return self.should_stop
-
-    def _send(self) -> None:
-        next_at = 0.0
-        while True:
-            with self._cond:
-                # Wait for a value, and at least REPORT_INTERVAL_S since the last send (newer
-                # values replace it meanwhile); on close, ``close`` hands the last one over.
-                while not self._closing and (
-                    self._pending is None or (wait := next_at - time.monotonic()) > 0
-                ):
-                    self._cond.wait(None if self._pending is None else wait)
-                if self._closing:
-                    return
-                item, self._pending = self._pending, None
-            if not self.finished:
-                self._send_one(item)
-            next_at = time.monotonic() + REPORT_INTERVAL_S
-
-    def _send_one(self, item: tuple[int, float]) -> None:
-        try:
-            if self.study.report(self.number, *item):
-                self.should_stop = True
-            self.sent += 1
-            with self._cond:
-                self._confirmed = item
-        except TrialFinishedError:
-            self.finished = self.should_stop = True
-        except Exception as e:  # a restarting service: keep training, try the next one
-            logger.warning("report of trial %d step %d failed: %s", self.number, item[0], e)
-
-    def close(self) -> tuple[int, float] | None:
-        """Stop without waiting for the service; returns the last value if it is not yet stored.
-
-        The caller hands that value to the runner, which sends it before ``observe``: the trial
-        ends as soon as training does, and its last value still reaches the curve (a value sent
-        twice overwrites itself). A send still in flight finishes in the background.
-        """
-        with self._cond:
-            self._closing = True
-            self._pending = None
-            self._cond.notify()
-            if self.finished or self._last is None or self._last == self._confirmed:
-                return None
-            return self._last
-
-
-class _Heartbeat:
-    """Sends ``study.heartbeat(n)`` for each of ``numbers()`` every ``interval`` seconds."""
-
-    def __init__(
-        self, study: Any, numbers: Callable[[], list[int]], interval: float | None
-    ) -> None:
-        self.study, self.numbers, self.interval = study, numbers, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="autotune-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        if self.interval:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        assert self.interval is not None
-        while not self._stop.wait(self.interval):
-            for number in self.numbers():
-                try:
-                    self.study.heartbeat(number)
-                except (TrialFinishedError, NotFoundError):
-                    pass  # finished meanwhile: nothing to keep alive
-                except Exception as e:  # a restarting service: the next beat tries again
-                    logger.warning("heartbeat of trial %d failed: %s", number, e)
-
-
-def _fit(task: _TrialTask, data: TrainData, reporter: Reporter) -> TrainResult:
-    if task.cv_folds:
-        from trainers.cv import cross_validate
-
-        return cross_validate(
-            task.trainer,
-            task.params,
-            data,
-            folds=task.cv_folds,
-            reporter=reporter,
-            metric=task.metric,
-            seed=task.seed,
-        )
-    return task.trainer.fit(
-        task.params, data, reporter=reporter, metric=task.metric, seed=task.seed
-    )
-
-
-def _write_artifact(task: _TrialTask, result: TrainResult) -> dict[str, Any] | None:
-    art = result.artifact
-    if art is None:
-        return None
-    folder = task.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / art.filename
-    tmp = path.with_name(f".{art.filename}.{uuid.uuid4().hex}")
-    tmp.write_bytes(art.data)
-    os.replace(tmp, path)  # atomic: a retried attempt never leaves half a file
-    return {
-        "path": str(path),
-        "format": art.format,
-        "sha256": hashlib.sha256(art.data).hexdigest(),
-        "bytes": len(art.data),
-    }
-
-
-def _start_attempt(task: _TrialTask) -> int:
-    """Record that ``task`` starts on a worker; returns which start this is (1, 2, ...)."""
-    task.folder.mkdir(parents=True, exist_ok=True)
-    path = task.folder / f".attempts-{task.run_id}"
-    with open(path, "a") as f:  # one short append per start: atomic enough on local disks
-        f.write(f"{os.getpid()}\n")
-    return len(path.read_text().splitlines())
-
-
-def _end_attempts(task: _TrialTask) -> None:
-    """The trial ended on a live worker: its start count is no longer needed."""
-    with contextlib.suppress(OSError):
-        (task.folder / f".attempts-{task.run_id}").unlink()
-
-
-def run_trial(task: _TrialTask, data: TrainData) -> TrialOutcome:
-    """Run one trial on a worker. Never raises for a trainer's error: it comes back as text."""
-    start = time.perf_counter()
-    started_at = time.time()
-    try:
-        from distributed import get_worker
-
-        worker = get_worker().address
-    except (ImportError, ValueError):
-        worker = "local"
-    attempt = _start_attempt(task)
-    if attempt > task.max_attempts:
-        return TrialOutcome(
-            number=task.number,
-            error=f"WorkerDied: the worker running this trial died {attempt - 1} times",
-            worker=worker,
-        )
-    from autotune.client import StudyClient
-
-    study = StudyClient(_connect(task.service).transport, task.study_info)
-    reporter = _ServiceReporter(study, task.number, sync=task.sync_reports)
-    try:
-        with _Heartbeat(study, lambda: [task.number], task.heartbeat_s):
-            try:
-                result = _fit(task, data, reporter)
-            finally:
-                last_report = reporter.close()
-            artifact = _write_artifact(task, result)
-    except Exception as e:
-        _end_attempts(task)
-        return TrialOutcome(
-            number=task.number,
-            error=f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS],
-            duration_s=time.perf_counter() - start,
-            worker=worker,
-            started_at=started_at,
-            ended_at=time.time(),
-        )
-    _end_attempts(task)
-    return TrialOutcome(
-        number=task.number,
-        metrics=result.metrics,
-        artifact=artifact,
-        steps=result.steps,
-        stopped=result.stopped or reporter.finished,
-        duration_s=time.perf_counter() - start,
-        worker=worker,
-        info={**result.info, "reports_sent": reporter.sent},
-        last_report=last_report,
-        started_at=started_at,
-        ended_at=time.time(),
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -710,7 +418,7 @@ def _loop(
         data_refs.append(dask.scatter(data, broadcast=True, hash=False))
 
     def submit(trial: Trial) -> Any:
-        task = _TrialTask(
+        task = TrialTask(
             study=spec.name,
             study_info=info,
             number=trial.number,
@@ -738,7 +446,7 @@ def _loop(
     ran: list[TrialOutcome] = []
     exhausted = False
     with contextlib.suppress(Exception):  # only an optimisation: trials connect lazily anyway
-        dask.run(_warm_up, address, trainer)
+        dask.run(warm_up, address, trainer)
     ship_data()
     for t in orphans:  # an interrupted run's trials: run them again under their numbers
         submit(t)
@@ -812,7 +520,7 @@ def _loop(
 
     setup_s = time.perf_counter() - start
     # Trials suggested ahead wait in ``ready``, not on a worker: keep them alive meanwhile.
-    with _Heartbeat(study, lambda: [t.number for t in list(ready)], heartbeat_s):
+    with Heartbeat(study, lambda: [t.number for t in list(ready)], heartbeat_s):
         drain()
     bar.close()
 
@@ -866,7 +574,7 @@ def _outcome_of(fut: Any, number: int) -> tuple[TrialOutcome, bool]:
     try:
         return fut.result(), False
     except Exception as e:  # KilledWorker (its workers kept dying), a cancelled task, ...
-        error = f"{type(e).__name__}: {e}"[:_FAILURE_REASON_CHARS]
+        error = f"{type(e).__name__}: {e}"[:FAILURE_REASON_CHARS]
         # A task whose input (the scattered data) was lost is cancelled, not failed.
         return TrialOutcome(number=number, error=error), isinstance(e, CancelledError)
     finally:

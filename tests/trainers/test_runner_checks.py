@@ -64,10 +64,10 @@ class _FakeStudy:
 
 
 def test_reporter_sync_sends_every_value_and_stops_at_once() -> None:
-    from trainers.runner import _ServiceReporter
+    from trainers._worker import ServiceReporter
 
     study = _FakeStudy(stop_at=3)
-    rep = _ServiceReporter(study, 0, sync=True)
+    rep = ServiceReporter(study, 0, sync=True)
     answers = [rep.report(s, float(s)) for s in range(5)]
     rep.close()
     assert answers == [False, False, False, True, True]
@@ -75,10 +75,10 @@ def test_reporter_sync_sends_every_value_and_stops_at_once() -> None:
 
 
 def test_reporter_async_thins_but_always_sends_the_last_value() -> None:
-    from trainers.runner import _ServiceReporter
+    from trainers._worker import ServiceReporter
 
     study = _FakeStudy(delay=0.01)
-    rep = _ServiceReporter(study, 0)
+    rep = ServiceReporter(study, 0)
     for s in range(100):  # much faster than the service answers
         rep.report(s, float(s))
     left = rep.close()  # returns at once; the last value goes to the runner if not yet stored
@@ -87,16 +87,16 @@ def test_reporter_async_thins_but_always_sends_the_last_value() -> None:
     assert left == (99, 99.0) or (left is None and steps[-1] == 99)
 
     study = _FakeStudy()
-    rep = _ServiceReporter(study, 0)
+    rep = ServiceReporter(study, 0)
     rep.report(0, 1.0)
     time.sleep(0.2)  # stored meanwhile: nothing left for the runner
     assert rep.close() is None and study.got == [(0, 1.0)]
 
 
 def test_reporter_stops_when_the_service_finished_the_trial() -> None:
-    from trainers.runner import _ServiceReporter
+    from trainers._worker import ServiceReporter
 
-    rep = _ServiceReporter(_FakeStudy(finished_at=1), 0, sync=True)
+    rep = ServiceReporter(_FakeStudy(finished_at=1), 0, sync=True)
     assert rep.report(0, 1.0) is False
     assert rep.report(1, 1.0) is True and rep.finished
     rep.close()

@@ -245,6 +245,119 @@ def delete_cmd(client: Client, name: str, yes: bool) -> None:
     click.echo(f"deleted study {name!r}")
 
 
+# -- run ------------------------------------------------------------------------------------
+class _SpecError(click.ClickException):
+    """A bad study spec or run setting: one line naming the file and the key; exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@cli.command("run")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(1), help="total trials [default: max_trials]")
+@click.option(
+    "--workers", type=click.IntRange(1), help="local Dask workers [default: spec, else cores]"
+)
+@click.option("--scheduler", help="an existing Dask cluster, tcp://host:8786")
+@click.option("--server", envvar=SERVER_ENV, help=f"server URL, http://... [env {SERVER_ENV}]")
+@click.option("--db", envvar=DB_ENV, help=f"database URL, embedded [env {DB_ENV}]")
+@click.option(
+    "--register/--no-register",
+    default=None,
+    help="retrain the best trial, register it, promote it if better [default: spec, on]",
+)
+@click.option("--alias", help="the alias to promote to [default: spec, production]")
+@click.option("--model-name", help="registered model name [default: spec, the study's name]")
+@click.option(
+    "--artifacts-dir", default="autotune-artifacts", show_default=True, help="trial models"
+)
+@click.option(
+    "--store", envvar="AUTOTUNE_MODEL_STORE", help="registry artifact directory (with --db)"
+)
+def run_cmd(
+    spec: str, trials: int | None, workers: int | None, scheduler: str | None,
+    server: str | None, db: str | None, register: bool | None, alias: str | None,
+    model_name: str | None, artifacts_dir: str, store: str | None,
+) -> None:  # fmt: skip
+    """Run a study spec (studies/*.yaml) on Dask, then register and promote its best model."""
+    import time
+
+    # Lazily: the tuning core does not import trainers or serving; the CLI composes them.
+    from autotune.client import Client
+    from autotune.errors import ValidationError
+    from trainers import load_spec, run_study
+    from trainers.promote import open_registry, promote_best, promotion_settings
+
+    ctx = click.get_current_context()
+    given = {
+        p
+        for p in ("db", "server")
+        if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+    }
+    if given == {"db", "server"}:
+        raise click.UsageError("give --db or --server, not both")
+    if server and "db" in given:
+        server = None  # an explicit --db wins over AUTOTUNE_SERVER
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers (a local cluster) or --scheduler, not both")
+    if server and not server.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{server!r} is not an http(s):// URL", param_hint="--server")
+    if db is not None and "://" not in db:
+        raise click.BadParameter(
+            f"{db!r} is not a database URL (e.g. sqlite:///autotune.db)", param_hint="--db"
+        )
+    start = time.perf_counter()
+    try:  # everything about the spec is checked before a cluster starts
+        run_spec = load_spec(spec)
+        settings = promotion_settings(
+            run_spec, register=register, alias=alias, model_name=model_name
+        )
+        splits = run_spec.load_splits()
+    except ValidationError as e:
+        raise _SpecError(e.message) from None
+    client = Client(server, retries=6) if server else Client(db=db)
+    with client:
+        try:
+            result = run_study(
+                run_spec,
+                client=client,
+                n_trials=trials,
+                workers=workers,
+                scheduler=scheduler,
+                progress=True,
+                artifacts_dir=artifacts_dir,
+            )
+        except ValidationError as e:  # the service refused the spec (same name, other space)
+            raise _SpecError(e.message) from None
+    click.echo(
+        f"study {result.study}: {result.completed} completed, {result.failed} failed, "
+        f"{result.pruned} pruned in {result.elapsed_s:.1f} s"
+    )
+    best = result.best
+    if best is None:
+        why = "several objectives" if len(run_spec.objectives) > 1 else "no completed trial"
+        click.echo(f"no single best trial ({why}): nothing registered")
+        return
+    values = ", ".join(f"{k} {v:.6g}" for k, v in (best.values or {}).items())
+    click.echo(
+        f"best trial {best.number}: {values} ("
+        + ", ".join(f"{k}={_cell(v)}" for k, v in best.params.items())
+        + ")"
+    )
+    if not settings.register_model:
+        return
+    registry = open_registry(server or db, store=store)
+    try:
+        outcome = promote_best(run_spec, best, registry=registry, settings=settings, splits=splits)
+    finally:
+        registry.close()
+    click.echo(outcome.summary())
+    click.echo(f"total {time.perf_counter() - start:.1f} s")
+
+
 # -- formatting -----------------------------------------------------------------------------
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, header: bool = True) -> str:
     """Aligned columns; numbers right-aligned."""
@@ -330,9 +443,11 @@ def _echo_json(data: Any) -> None:
 def _attach_subsystems() -> None:
     """The CLI is a composition root: the registry and model server commands live in serving."""
     from serving.cli import models, serve_models
+    from serving.features.cli import features
 
     cli.add_command(models)
     cli.add_command(serve_models)
+    cli.add_command(features)
 
 
 _attach_subsystems()

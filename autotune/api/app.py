@@ -8,6 +8,7 @@ database pool from ``AUTOTUNE_DB``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,6 +39,7 @@ def create_app(
     db_url: str | None = None,
     serving: bool = False,
     artifact_dir: str | None = None,
+    online_store: str | None = None,
 ) -> FastAPI:
     """Build the API app.
 
@@ -46,24 +48,37 @@ def create_app(
         db_url: without ``service``, build one on this SQLAlchemy URL (``None``: the service's
             default, ``AUTOTUNE_DB`` or a SQLite file); the app closes it on shutdown.
         serving: also mount the model registry and model server (``/v1/models``, ``/v2``,
-            ``/metrics``) on the same database; ``autotune serve`` does.
+            ``/metrics``) and the feature store (``/v1/feature-groups``,
+            ``/v1/training-sets``) on the same database; ``autotune serve`` does. The model
+            server reads entity features from that feature store.
         artifact_dir: the model artifact store (default ``AUTOTUNE_MODEL_STORE`` or the
             registry's default directory).
+        online_store: the feature store's online store: ``None`` for the SQL table in the same
+            database (or ``AUTOTUNE_ONLINE_STORE``), or a ``redis://`` URL.
     """
     if service is not None and db_url is not None:
         raise ValueError("pass either service or db_url, not both")
     owned = service is None
     svc = service if service is not None else StudyService(db_url)
     model_server = None
+    feature_store = None
     if serving:
         # The composition root is the one place where the tuning core meets serving.
         from serving.app import ServingSettings, build_model_server
+        from serving.features.resolver import FeatureStoreResolver
+        from serving.features.store import FeatureStoreService
 
         settings = ServingSettings.from_env()
+        feature_store = FeatureStoreService(
+            svc.db,
+            online=online_store or os.environ.get("AUTOTUNE_ONLINE_STORE") or None,
+            migrate=False,
+        )
         model_server = build_model_server(
             db_url=svc.db,
             artifact_dir=artifact_dir or settings.artifact_dir,
             config=settings.config,
+            resolver=FeatureStoreResolver(feature_store),
         )
 
     @asynccontextmanager
@@ -77,6 +92,8 @@ def create_app(
                 async with serving_lifespan(model_server):
                     yield
         finally:
+            if feature_store is not None:
+                feature_store.close()
             if owned:
                 svc.close()
 
@@ -93,6 +110,10 @@ def create_app(
 
         # Before the other routers: the predict paths are matched first.
         install_serving(app, model_server, api_prefix=API_PREFIX)
+    if feature_store is not None:
+        from serving.features.api import install_features
+
+        install_features(app, feature_store, prefix=API_PREFIX)
     for router in (health.router, studies.router, trials.router, plots.router):
         app.include_router(router, prefix=API_PREFIX)
     mount_dashboard(app)

@@ -103,7 +103,7 @@ class Artifact:
 
     data: bytes = field(repr=False)
     filename: str
-    format: str  # e.g. "xgboost-ubj", "torch-state-dict", "sklearn-pickle"
+    format: str  # "xgboost-ubj", "torch-state-dict", "sklearn-skops" (serving.artifacts.FORMATS)
 
     @property
     def sha256(self) -> str:
@@ -234,6 +234,20 @@ class Trainer(ABC):
         library (xgboost, torch) so that the first trial's time is its own."""
         return None
 
+    def refit_params(self, params: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+        """Optional hook: the parameters of a refit without a validation split (the final model,
+        trained on train+validation and scored on the test split).
+
+        Args:
+            params: the trial's configuration.
+            info: the trial's ``TrainResult.info``.
+
+        A trainer that decides something on the validation split (XGBoost's early stopping)
+        pins what it learned there, so that the test split never steers training. By default
+        the parameters are unchanged.
+        """
+        return dict(params)
+
     @abstractmethod
     def fit(
         self,
@@ -281,7 +295,7 @@ def pydantic_error(
             sub = getattr(field_info, "annotation", None)
         fields = getattr(sub, "model_fields", None)
         if fields:
-            allowed = ", ".join(fields)
+            allowed = ", ".join(f.alias or n for n, f in fields.items())
         msg = "unknown key"
     elif "expected" in ctx:
         allowed = str(ctx["expected"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import pickle
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -131,10 +130,11 @@ class SklearnTrainer(Trainer):
             steps = 1
             reporter.report(0, self._score(model, data)[metric])
         metrics = self._score(model, data)
-        # pickle is what scikit-learn offers; the registry loads it through skops (issue 6).
-        artifact = Artifact(
-            data=pickle.dumps(model, protocol=5), filename="model.pkl", format="sklearn-pickle"
-        )
+        # skops, not pickle: the registry refuses pickles, and the server loads skops files
+        # with its own trusted-types list.
+        import skops.io as sio
+
+        artifact = Artifact(data=sio.dumps(model), filename="model.skops", format="sklearn-skops")
         return TrainResult(
             metrics=metrics,
             artifact=artifact,

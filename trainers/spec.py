@@ -19,6 +19,13 @@
     stopper: {type: median}                # optional; validated by the service
     cv_folds: 5                            # optional k-fold cross-validation
     sync_reports: false                    # true: every value sent, trainer waits for the answer
+    promotion:                             # optional; these are the defaults
+      register: true                       # retrain the best trial, register it, maybe promote
+      model_name: null                     # default: the study's name
+      retrain_on: train+validation         # or: train
+      alias: production
+      metric: null                         # default: the primary objective (on the test split)
+      direction: null                      # default: the metric's direction
 
 ``load_spec`` validates everything it can before anything runs, and every error names the file,
 the key path and what is allowed there::
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
@@ -48,7 +55,7 @@ from trainers.datasets import (
     split_dataset,
 )
 
-__all__ = ["RunSpec", "DatasetSpec", "TrainerSpec", "load_spec", "parse_spec"]
+__all__ = ["RunSpec", "DatasetSpec", "TrainerSpec", "PromotionSpec", "load_spec", "parse_spec"]
 
 
 class DatasetSpec(BaseModel):
@@ -76,6 +83,21 @@ class TrainerSpec(BaseModel):
     )
 
 
+class PromotionSpec(BaseModel):
+    """What ``autotune run`` does after the study: retrain the best configuration, score it on
+    the test split, register it, and move ``alias`` to it only if it beats the holder there."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # ``register`` in YAML; BaseModel has a ``register`` of its own.
+    register_model: bool = Field(default=True, alias="register")
+    model_name: str | None = Field(default=None, description="Default: the study's name.")
+    retrain_on: Literal["train+validation", "train"] = "train+validation"
+    alias: str = "production"
+    metric: str | None = Field(default=None, description="Default: the primary objective.")
+    direction: Direction | None = Field(default=None, description="Default: the metric's.")
+
+
 class RunSpec(BaseModel):
     """A validated study spec. Build it with ``load_spec`` or ``parse_spec``."""
 
@@ -100,6 +122,7 @@ class RunSpec(BaseModel):
         "step (exact curves and stops; slower when steps take milliseconds). Default: reports "
         "go from a thread, thinned when the service is slower than training.",
     )
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     metadata: dict[str, Any] = Field(default_factory=dict)
     _source: str = PrivateAttr(default="<spec>")
 
@@ -185,12 +208,18 @@ def _error(source: str, key: str, problem: str, allowed: Any = None) -> Validati
 
 def _check_metrics(spec: RunSpec, task: str) -> None:
     allowed = spec.make_trainer().metrics(task)
-    for name in [*spec.objectives, *spec.constraints]:
+    promoted = [spec.promotion.metric] if spec.promotion.metric else []
+    for name in [*spec.objectives, *spec.constraints, *promoted]:
         if name not in allowed:
-            key = "objectives" if name in spec.objectives else "constraints"
+            if name in spec.objectives:
+                key = f"objectives.{name}"
+            elif name in spec.constraints:
+                key = f"constraints.{name}"
+            else:
+                key = "promotion.metric"
             raise _error(
                 spec.source,
-                f"{key}.{name}",
+                key,
                 f"trainer {spec.trainer.type!r} does not compute metric {name!r} for {task}",
                 ", ".join(allowed),
             )

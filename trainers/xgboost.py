@@ -116,6 +116,15 @@ class XGBoostTrainer(Trainer):
     def prepare(self) -> None:
         import xgboost  # noqa: F401
 
+    def refit_params(self, params: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+        """No early stopping in a refit (its evaluation split is the test split): train the
+        number of rounds the trial kept."""
+        out = dict(params)
+        if info.get("best_iteration") is not None:
+            out["num_boost_round"] = int(info["best_iteration"]) + 1
+        out["early_stopping_rounds"] = None
+        return out
+
     def fit(
         self,
         params: Mapping[str, Any],

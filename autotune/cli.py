@@ -309,6 +309,12 @@ def run_cmd(
         raise click.BadParameter(
             f"{db!r} is not a database URL (e.g. sqlite:///autotune.db)", param_hint="--db"
         )
+    import distributed  # noqa: F401  (its logging setup first, then ours over it)
+
+    # The cluster's own chatter (workers starting, closing) only with -v, like our warnings.
+    logging.getLogger("distributed").setLevel(
+        max(logging.getLogger("autotune").getEffectiveLevel(), logging.WARNING)
+    )
     start = time.perf_counter()
     try:  # everything about the spec is checked before a cluster starts
         run_spec = load_spec(spec)

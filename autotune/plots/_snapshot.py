@@ -46,10 +46,10 @@ class Snapshot:
     # Derived data computed from this snapshot (figure JSON, table rows), by a caller's key.
     derived: dict[Any, Any] = field(default_factory=dict)
 
-    @property
-    def version(self) -> str:
-        """Changes whenever the snapshot is read again: the dashboard's cue to redraw."""
-        return f"{self.study.id}-{self.study.n_trials}-{hash(self.key) & 0xFFFFFF:x}-{self.loaded_at:.3f}"
+    # Changes when the study does: the dashboard's cue to redraw. Built from the study's counts
+    # (and, while trials run, the wall-clock period of ``max_age_s`` they are read in), so every
+    # API process behind a load balancer answers the same version for the same study.
+    version: str = ""
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per snapshot and key (two racing callers may both compute)."""
@@ -118,8 +118,17 @@ class SnapshotCache:
                     snap.study = study
                     return snap
             trials = self._load(name)
+            version = "-".join(str(k) for k in (*key[:1], *key[2:]))
+            if counts[TrialState.RUNNING.value]:
+                version += f"-t{int(time.time() // self._max_age_s)}"
             snap = Snapshot(
-                study=study, trials=trials, counts=counts, key=key, loaded_at=now, checked_at=now
+                study=study,
+                trials=trials,
+                counts=counts,
+                key=key,
+                loaded_at=now,
+                checked_at=now,
+                version=version,
             )
             with self._lock:
                 self._snaps[name] = snap

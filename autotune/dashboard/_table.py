@@ -59,7 +59,7 @@ def trial_row(t: Trial) -> dict[str, Any]:
     }
 
 
-def _getter(study: Study, field: str) -> Callable[[dict[str, Any]], Any]:
+def _getter(study: Study, field: str, *, param: str = "q") -> Callable[[dict[str, Any]], Any]:
     """How to read ``field`` from a row; raises naming the fields there are."""
     if field in _PLAIN_FIELDS:
         return lambda r: r[field]
@@ -79,7 +79,7 @@ def _getter(study: Study, field: str) -> Callable[[dict[str, Any]], Any]:
     allowed = [*_PLAIN_FIELDS, *metrics, *study.space]
     raise ValidationError(
         f"unknown field {field!r}; the table's fields are {allowed}",
-        field="q",
+        field=param,
         details={"allowed": allowed},
     )
 
@@ -161,7 +161,7 @@ def table_page(
         checks.append(lambda r: r["state"] == state)
     kept = [r for r in rows if all(c(r) for c in checks)] if checks else list(rows)
     if sort != "number" or descending:
-        key = _sort_key(_getter(study, sort))
+        key = _sort_key(_getter(study, sort, param="sort"))
         present = [r for r in kept if key(r)[0] == 0]
         missing = [r for r in kept if key(r)[0] == 1]
         present.sort(key=key, reverse=descending)

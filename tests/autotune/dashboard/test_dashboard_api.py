@@ -116,6 +116,8 @@ def test_table_filters(api: tuple[TestClient, StudyService]) -> None:
     assert "lr" in r.json()["error"]["details"]["allowed"]
     r = client.get("/dashboard/api/studies/one/trials", params={"q": "loss<abc"})
     assert r.status_code == 422
+    r = client.get("/dashboard/api/studies/one/trials", params={"sort": "nope"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "sort"
 
 
 def test_capabilities_without_serving(api: tuple[TestClient, StudyService]) -> None:

@@ -13,6 +13,9 @@ the app mounts as one of its routers.
 
 from __future__ import annotations
 
+import importlib
+import logging
+import threading
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -31,6 +34,20 @@ _ASSET_CACHE = "public, max-age=3600"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 
 router = APIRouter(include_in_schema=False)
+logger = logging.getLogger("autotune.dashboard")
+# Imported in the background when the dashboard is mounted: plotly and scikit-learn take seconds
+# to import on a loaded machine, which the first study page would otherwise wait for.
+_WARM_MODULES = ("plotly.graph_objects", "plotly.subplots", "sklearn.ensemble")
+_warmed = threading.Event()
+
+
+def _warm_imports() -> None:
+    for name in _WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # the figure that needs it reports the error when asked
+            logger.warning("could not import %s ahead of time: %s", name, e)
+    _warmed.set()
 
 
 def plotly_js_path() -> Path:
@@ -81,3 +98,5 @@ def mount_dashboard(app: FastAPI) -> None:
     """
     app.include_router(api_router)
     app.include_router(router)
+    if not _warmed.is_set():
+        threading.Thread(target=_warm_imports, name="autotune-dashboard-warm", daemon=True).start()

@@ -56,7 +56,9 @@ _GIT_TIMEOUT_S = 5.0
 
 
 class RegistryLike(Protocol):
-    """The two registry calls promotion needs (``serving.ModelRegistry`` has them)."""
+    """The registry calls promotion needs (``serving.ModelRegistry`` has them)."""
+
+    def get_version(self, name: str, ref: int | str | None = None) -> Any: ...
 
     def register(self, name: str, **kwargs: Any) -> Any: ...
 
@@ -90,6 +92,16 @@ class HttpRegistry:
                 payload = r.text
             raise error_from_payload(r.status_code, payload)
         return r.json()
+
+    def get_version(self, name: str, ref: int | str | None = None) -> Any:
+        from autotune.errors import error_from_payload
+        from serving.schemas import ModelVersion
+
+        path = f"/v1/models/{name}/versions/{ref}" if ref is not None else f"/v1/models/{name}"
+        r = self._http.get(path)
+        if r.status_code >= 400:
+            raise error_from_payload(r.status_code, r.json())
+        return ModelVersion.model_validate(r.json())
 
     def register(self, name: str, *, artifact: bytes, format: str, **kw: Any) -> Any:
         from serving.schemas import ModelVersion
@@ -142,10 +154,16 @@ class Promotion:
     incumbent_version: int | None = None
     incumbent_value: float | None = None
     lineage: dict[str, Any] = field(default_factory=dict)
+    registered: bool = True  # False: the retrained model is byte-identical to the alias's
 
     def summary(self) -> str:
         """``registered m v2; test log_loss 0.081 vs production v1 0.095 -> promoted``."""
         value = self.test_metrics[self.metric]
+        if not self.registered:
+            return (
+                f"{self.model}: the retrained model (trial {self.trial}, test {self.metric} "
+                f"{value:.4g}) is {self.alias} v{self.version} already; nothing registered"
+            )
         if self.incumbent_version is None:
             versus = f"no {self.alias} version yet"
         elif self.incumbent_version == self.version:
@@ -277,8 +295,26 @@ def promote_best(
             f"retrained model (it has {sorted(test_metrics)})",
             field="promotion.metric",
         )
+    validation = dict(best.metadata.get("metrics") or best.values or {})
+    holder = _holder(registry, name, settings.alias)
+    if holder is not None and holder.artifact.sha256 == result.artifact.sha256:
+        # Running a finished study again retrains the same model: keep the versions meaningful.
+        return Promotion(
+            model=name,
+            version=holder.version,
+            alias=settings.alias,
+            metric=metric,
+            direction=direction,
+            promoted=False,
+            reason=f"byte-identical to {settings.alias} v{holder.version}",
+            test_metrics=test_metrics,
+            validation_metrics={k: float(v) for k, v in validation.items()},
+            trial=best.number,
+            incumbent_version=holder.version,
+            incumbent_value=holder.metrics.get(metric),
+            registered=False,
+        )
     ds = splits.dataset
-    validation = (best.metadata.get("metrics") or best.values or {}).copy()
     lineage = {
         "study": spec.name,
         "trial": best.number,
@@ -339,6 +375,16 @@ def promote_best(
         incumbent_value=c.incumbent_value,
         lineage=lineage,
     )
+
+
+def _holder(registry: RegistryLike, name: str, alias: str) -> Any:
+    """The version ``alias`` is on, or None (no such model or alias yet)."""
+    from autotune.errors import NotFoundError
+
+    try:
+        return registry.get_version(name, alias)
+    except NotFoundError:
+        return None
 
 
 def _output_schema(data: TrainData, classes: tuple[Any, ...]) -> dict[str, Any]:

@@ -89,6 +89,12 @@ def test_xgboost_registers_scores_on_test_and_promotes_only_if_better(registry) 
     test = evaluate("classification", y_test, np.column_stack([1 - p1, p1]))
     assert v1.metrics["log_loss"] == pytest.approx(test["log_loss"], rel=1e-5)
 
+    # The same trial again retrains the same bytes: nothing new is registered.
+    again = promote_best(spec, good, registry=registry, splits=splits)
+    assert (again.registered, again.version, again.promoted) == (False, 1, False)
+    assert "is production v1 already; nothing registered" in again.summary()
+    assert registry.get_model("xgb_breast_cancer").versions == [1]
+
     # A weaker configuration (two rounds at a small rate) is registered but does not move it.
     weak = _trial(5, {**XGB_PARAMS, "eta": 0.02}, trainer_info={"best_iteration": 1})
     second = promote_best(spec, weak, registry=registry, splits=splits)

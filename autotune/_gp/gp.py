@@ -40,7 +40,7 @@ LOG_SCALE_BOUNDS = (math.log(1e-3), math.log(1e2))
 LOG_NOISE_BOUNDS = (math.log(1e-9), math.log(2.0))
 # Loose gradient tolerance (Optuna's): finer hyperparameters do not change the suggestion.
 FIT_GTOL = 1e-2
-FIT_MAXITER = 200
+FIT_MAXITER = 100
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,48 @@ def _neg_log_posterior(
     return -(mll + log_prior)
 
 
+def _neg_log_posterior_np(
+    raw: np.ndarray, sq: np.ndarray, y: np.ndarray, ls_loc: float
+) -> tuple[float, np.ndarray]:
+    """``_neg_log_posterior`` and its gradient in closed form (no autograd).
+
+    d log p(y) / d theta = 1/2 tr((alpha alpha^T - K^-1) dK / d theta) (Rasmussen & Williams,
+    eq. 5.9); at the sizes of a tuning study this is several times faster than back-propagation
+    through torch, and the fit runs at every suggestion.
+    """
+    n, dim = len(y), sq.shape[-1]
+    log_ls, log_scale, log_noise = raw[:dim], raw[dim], raw[dim + 1]
+    inv_sq = np.exp(-2.0 * log_ls)
+    scale, noise = math.exp(log_scale), math.exp(log_noise)
+    r2 = sq @ inv_sq  # (n, n)
+    d = np.sqrt(5.0 * r2)
+    e = np.exp(-d)
+    Kf = scale * (1.0 + d + (5.0 / 3.0) * r2) * e
+    K = Kf + (noise + MIN_NOISE) * np.eye(n)
+    c = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+    alpha = scipy.linalg.cho_solve(c, y, check_finite=False)
+    K_inv = scipy.linalg.cho_solve(c, np.eye(n), check_finite=False)
+    mll = -0.5 * float(y @ alpha) - float(np.log(np.diagonal(c[0])).sum())
+    W = np.outer(alpha, alpha) - K_inv  # (n, n)
+    G = scale * (-5.0 / 6.0) * (1.0 + d) * e  # dK / d r2
+    g_ls = 0.5 * np.einsum("ab,abj->j", W * G, sq) * (-2.0 * inv_sq)
+    g_scale = 0.5 * float(np.sum(W * Kf))
+    g_noise = 0.5 * float(np.trace(W)) * noise
+    log_prior = (
+        -float(((log_ls - ls_loc) ** 2).sum()) / 6.0
+        - float(log_ls.sum())
+        - 0.5 * log_scale**2
+        - log_scale
+        + 0.1 * log_noise
+        - 30.0 * noise
+    )
+    gp_ls = -(log_ls - ls_loc) / 3.0 - 1.0
+    gp_scale = -log_scale - 1.0
+    gp_noise = 0.1 - 30.0 * noise
+    grad = np.concatenate([g_ls + gp_ls, [g_scale + gp_scale, g_noise + gp_noise]])
+    return -(mll + log_prior), -grad
+
+
 def fit_gp(
     X: np.ndarray,
     y: np.ndarray,
@@ -251,16 +293,15 @@ def fit_gp(
     """
     dim = X.shape[1]
     is_cat = torch.from_numpy(np.asarray(is_categorical, dtype=bool))
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    Xt = torch.from_numpy(X)
     sq = _sq_diff(Xt, Xt, is_cat, bool(is_cat.any()))  # (n, n, dim)
     ls_loc = math.sqrt(2.0) + 0.5 * math.log(dim)
     bounds = [LOG_LENGTHSCALE_BOUNDS] * dim + [LOG_SCALE_BOUNDS, LOG_NOISE_BOUNDS]
 
+    sq_np, y_np = sq.numpy(), np.asarray(y, dtype=float)
+
     def fun(raw_np: np.ndarray) -> tuple[float, np.ndarray]:
-        raw = torch.from_numpy(raw_np).requires_grad_(True)
-        loss = _neg_log_posterior(raw, sq, yt, ls_loc)
-        (grad,) = torch.autograd.grad(loss, raw)
-        return loss.item(), grad.numpy()
+        return _neg_log_posterior_np(raw_np, sq_np, y_np, ls_loc)
 
     starts = [default_params(dim)] if init is None else [init, default_params(dim)]
     best: tuple[float, np.ndarray] | None = None

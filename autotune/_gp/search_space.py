@@ -44,6 +44,7 @@ class EncodedSpace:
     grids: tuple[np.ndarray | None, ...]
     parents: tuple[tuple[int, np.ndarray] | None, ...]
     order: tuple[int, ...]
+    uniform: tuple[int, ...] = ()  # per coordinate: n when the grid is (k + 0.5) / n, else 0
 
     @property
     def continuous_indices(self) -> np.ndarray:
@@ -65,17 +66,23 @@ class EncodedSpace:
             if p is None:
                 continue
             i, allowed = p
-            active[:, j] = active[:, i] & np.isin(_snap(X[:, i], self.grids[i]), allowed)
+            active[:, j] = active[:, i] & np.isin(self._snap(X[:, i], i), allowed)
         return active
 
     def canonicalize(self, X: np.ndarray) -> np.ndarray:
         """Snap discrete coordinates to their grid and pin inactive ones to ``INACTIVE``."""
         X = np.clip(np.array(X, dtype=float, copy=True), 0.0, 1.0)
         for j in self.discrete_indices:
-            X[:, j] = _snap(X[:, j], self.grids[j])
+            X[:, j] = self._snap(X[:, j], j)
         if self.is_conditional:
             X[~self.active_mask(X)] = INACTIVE
         return X
+
+    def _snap(self, u: np.ndarray, j: int) -> np.ndarray:
+        n = self.uniform[j] if self.uniform else 0
+        if n:  # the bin centres of SearchSpace's encoding: no search needed
+            return (np.clip(np.floor(u * n), 0, n - 1) + 0.5) / n
+        return _snap(u, self.grids[j])
 
 
 def _snap(u: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
@@ -89,7 +96,7 @@ def _snap(u: np.ndarray, grid: np.ndarray | None) -> np.ndarray:
 def encode_space(space: SearchSpace) -> EncodedSpace:
     """Build the array view of ``space``."""
     names = space.names
-    is_cat, is_disc, grids, parents = [], [], [], []
+    is_cat, is_disc, grids, parents, uniform = [], [], [], [], []
     for name in names:
         p = space[name]
         is_cat.append(isinstance(p, Categorical))
@@ -100,6 +107,8 @@ def encode_space(space: SearchSpace) -> EncodedSpace:
         else:
             is_disc.append(True)
             grids.append(_grid(p, min(levels, MAX_GRID)))
+        evenly = levels is not None and levels <= MAX_GRID and not getattr(p, "log", False)
+        uniform.append(levels if evenly else 0)
         if p.parent is None:
             parents.append(None)
         else:
@@ -114,6 +123,7 @@ def encode_space(space: SearchSpace) -> EncodedSpace:
         grids=tuple(grids),
         parents=tuple(parents),
         order=order,
+        uniform=tuple(uniform),
     )
 
 

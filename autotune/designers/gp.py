@@ -27,13 +27,13 @@ One call of ``suggest``:
 Cost, and the switch points that bound it as a study grows:
 
 * every call: one warm-started L-BFGS-B fit per GP at Optuna's loose gradient tolerance; the
-  acquisition is screened on 512 Sobol' points plus 32 perturbations of each of the 3 best
-  observed points, then 3 + 2 local searches (batched L-BFGS on continuous coordinates with
+  acquisition is screened on min(512, 128 * dim) Sobol' points plus 32 perturbations of each of
+  the 3 best observed points, then 3 + 2 local searches (batched L-BFGS on continuous coordinates with
   closed-form gradients, neighbour search on discrete ones, at most 3 alternations).
-* more than ``MAX_FIT_POINTS`` (300) usable trials: each GP is fitted on a subset of 300: the
+* more than ``MAX_FIT_POINTS`` (200) usable trials: each GP is fitted on a subset of 200: the
   best half (feasible first) plus a random half of the rest, drawn from the call's seed. The
-  fit costs O(300^3) whatever the study's size, so a suggestion stays well under a second at
-  1,000 trials (the benchmark times it).
+  fit costs O(200^3) whatever the study's size, so a suggestion stays well under a second at
+  1,000 trials (the benchmark times it); only encoding the history grows, linearly.
 * dimension: the lengthscale prior scales with it (Hvarfner et al. 2024), which is what keeps a
   plain GP competitive up to a few dozen parameters; there is no other switch in dimension.
 * several objectives: LogEHVI screens 256 points with 32 quasi-MC samples.
@@ -57,7 +57,7 @@ from autotune.designers.sobol import SobolDesigner
 from autotune.models import Direction, Trial, TrialState
 from autotune.space import Params
 
-MAX_FIT_POINTS = 300
+MAX_FIT_POINTS = 200
 N_INCUMBENTS = 3
 _MC_OPTIM = {"n_raw": 128, "n_perturb": 8, "n_starts": 2, "maxiter": 20}  # qLogNEHVI
 _EHVI_OPTIM = {"n_raw": 256, "n_perturb": 16}  # LogEHVI: Monte Carlo, but cheap
@@ -88,6 +88,9 @@ def _limit_threads(n: int) -> Iterator[None]:
             from threadpoolctl import ThreadpoolController
 
             _THREADPOOLS = ThreadpoolController()
+            blas = [i["num_threads"] for i in _THREADPOOLS.info() if i["user_api"] == "blas"]
+            if all(t <= n for t in blas):  # already limited (OPENBLAS_NUM_THREADS=1): no-op
+                _THREADPOOLS = False
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             _THREADPOOLS = False
     old = torch.get_num_threads()
@@ -263,6 +266,7 @@ class GPDesigner(Designer):
         if multi:
             ref_point = _ref_point(Z_obj[: len(X)], feasible)
             front_idx = np.flatnonzero(feasible)[_pareto(Y[feasible])]
+        n_raw = min(512, 128 * space.dim)
         lengthscales = (objectives[0] if objectives else constraints[0].gp).params.lengthscales
         X_pend = data.X_pending
         chosen: list[np.ndarray] = []
@@ -308,7 +312,7 @@ class GPDesigner(Designer):
             # qLogNEHVI is a Monte Carlo acquisition: about 50 times the cost of analytic LogEI
             # per point, so it gets a smaller candidate set and shorter local searches.
             mc = multi and phase != "feasibility search" and self.mo_acquisition == "qlognehvi"
-            budget = _MC_OPTIM if mc else (_EHVI_OPTIM if multi else {})
+            budget = _MC_OPTIM if mc else (_EHVI_OPTIM if multi else {"n_raw": n_raw})
             cands, _ = optimize_acqf_mixed(
                 acqf, enc, lengthscales=lengthscales, incumbents=inc, rng=rng, **budget
             )
@@ -360,9 +364,10 @@ class _Data:
     ) -> _Data:
         space = problem.space
         d = cls()
-        ok, ys, cs, fail = [], [], [], []
+        ok, ys, cs, fail, seen = [], [], [], [], []
         for t in completed:
             x = space.encode(t.params)
+            seen.append(x)
             if _usable(t, problem):
                 assert t.values is not None
                 ok.append(x)
@@ -387,9 +392,7 @@ class _Data:
         d.C = np.array(cs, dtype=float).reshape(len(ok), c)
         d.X_fail = np.array(fail, dtype=float).reshape(len(fail), dim)
         d.X_pending = space.encode_many(pending).reshape(-1, dim)
-        d.X_seen = np.vstack(
-            [space.encode_many(t.params for t in completed).reshape(-1, dim), d.X_pending]
-        )
+        d.X_seen = np.vstack([np.array(seen, dtype=float).reshape(len(seen), dim), d.X_pending])
         return d
 
     def subset(self, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -82,8 +82,36 @@ def _autotune(*args: str, env: dict[str, str], timeout: float = 240) -> str:
     return proc.stdout
 
 
+def _start_server(db: str, env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    log = log_path.open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "autotune.cli", "serve", "--db", db, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"autotune serve did not become ready:\n{log_path.read_text()}")
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_run_registers_promotes_and_serves(tmp_path: Path) -> None:
+    """``--db`` (embedded) for the first study, ``--server`` for a second that competes for the
+    same model, then predictions from the server equal the production artifact's own."""
     import xgboost as xgb
 
     from serving import ModelRegistry
@@ -93,67 +121,51 @@ def test_run_registers_promotes_and_serves(tmp_path: Path) -> None:
     store = tmp_path / "store"
     env = {**os.environ, "AUTOTUNE_MODEL_STORE": str(store), "PYTHONPATH": str(ROOT)}
     env.pop("AUTOTUNE_SERVER", None)
-    common = ["--workers", "2", "--db", db, "--artifacts-dir", str(tmp_path / "trials")]
+    env.pop("AUTOTUNE_DB", None)
+    common = ["--workers", "2", "--artifacts-dir", str(tmp_path / "trials")]
 
-    out1 = _autotune("run", SPEC, "--trials", "4", *common, env=env)
+    out1 = _autotune("run", SPEC, "--trials", "4", "--db", db, *common, env=env)
     assert "study xgb_breast_cancer: 4 completed, 0 failed, 0 pruned" in out1
     assert "registered xgb_breast_cancer v1" in out1 and out1.count("-> promoted") == 1
 
     # The same command again: the study is finished and the retrained model is v1's bytes.
-    again = _autotune("run", SPEC, "--trials", "4", *common, env=env)
+    again = _autotune("run", SPEC, "--trials", "4", "--db", db, *common, env=env)
     assert "is production v1 already; nothing registered" in again
 
-    # A second study (another seed) competes for the same model: v2, promoted only if better.
-    other = yaml.safe_load((ROOT / SPEC).read_text())
-    other.update(name="xgb_breast_cancer_seed1", seed=1)
-    other_spec = tmp_path / "other.yaml"
-    other_spec.write_text(yaml.safe_dump(other))
-    out2 = _autotune(
-        "run", str(other_spec), "--trials", "4", "--model-name", "xgb_breast_cancer", *common,
-        env=env,
-    )  # fmt: skip
-    assert "study xgb_breast_cancer_seed1: 4 completed" in out2
-    assert "registered xgb_breast_cancer v2" in out2
-
-    reg = ModelRegistry(db, store=store)
+    server, url = _start_server(db, env, tmp_path / "serve.log")
     try:
-        m = reg.get_model("xgb_breast_cancer")
-        v1, v2 = (reg.get_version("xgb_breast_cancer", n) for n in (1, 2))
-        second, first = m.comparisons  # newest first
-        assert first.promoted and first.candidate_version == 1 and first.incumbent_version is None
-        assert (second.candidate_version, second.incumbent_version) == (2, 1)
-        assert second.candidate_value == v2.metrics["log_loss"]
-        assert second.incumbent_value == v1.metrics["log_loss"]
-        better = v2.metrics["log_loss"] < v1.metrics["log_loss"]
-        assert second.promoted is better
-        assert m.aliases == {"production": 2 if better else 1}
-        assert ("-> promoted" in out2) is better
-        production = reg.get_version("xgb_breast_cancer", "production")
-        artifact = reg.store.get(production.artifact)
-    finally:
-        reg.close()
+        # A second study (another seed), through the server, competes for the same model: v2,
+        # promoted only if better on the test split.
+        other = yaml.safe_load((ROOT / SPEC).read_text())
+        other.update(name="xgb_breast_cancer_seed1", seed=1)
+        other_spec = tmp_path / "other.yaml"
+        other_spec.write_text(yaml.safe_dump(other))
+        out2 = _autotune(
+            "run", str(other_spec), "--trials", "4", "--model-name", "xgb_breast_cancer",
+            "--server", url, *common, env=env,
+        )  # fmt: skip
+        assert "study xgb_breast_cancer_seed1: 4 completed" in out2
+        assert "registered xgb_breast_cancer v2" in out2
 
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "autotune.cli", "serve", "--db", db, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "autotune serve did not become ready"
-            time.sleep(0.2)
+        reg = ModelRegistry(db, store=store)
+        try:
+            m = reg.get_model("xgb_breast_cancer")
+            v1, v2 = (reg.get_version("xgb_breast_cancer", n) for n in (1, 2))
+            second, first = m.comparisons  # newest first
+            assert first.promoted and first.candidate_version == 1
+            assert first.incumbent_version is None
+            assert (second.candidate_version, second.incumbent_version) == (2, 1)
+            assert second.candidate_value == v2.metrics["log_loss"]
+            assert second.incumbent_value == v1.metrics["log_loss"]
+            better = v2.metrics["log_loss"] < v1.metrics["log_loss"]
+            assert second.promoted is better
+            assert m.aliases == {"production": 2 if better else 1}
+            assert ("-> promoted" in out2) is better
+            assert v2.lineage.model_dump()["study"] == "xgb_breast_cancer_seed1"
+            production = reg.get_version("xgb_breast_cancer", "production")
+            artifact = reg.store.get(production.artifact)
+        finally:
+            reg.close()
 
         splits = load_spec(ROOT / SPEC).load_splits()
         x_test, _ = splits.holdout()
@@ -178,4 +190,3 @@ def test_run_registers_promotes_and_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        log.close()

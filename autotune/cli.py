@@ -285,6 +285,9 @@ def run_cmd(
     """Run a study spec (studies/*.yaml) on Dask, then register and promote its best model."""
     import time
 
+    # Registers the feature store's training sets as a dataset kind of study specs.
+    import serving.features.dataset  # noqa: F401
+
     # Lazily: the tuning core does not import trainers or serving; the CLI composes them.
     from autotune.client import Client
     from autotune.errors import ValidationError

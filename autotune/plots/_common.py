@@ -97,13 +97,17 @@ def objective_of(study: Study, objective: str | None) -> Objective:
 def completed_values(
     study: Study, trials: Sequence[Trial], name: str
 ) -> tuple[list[Trial], np.ndarray, np.ndarray]:
-    """Completed trials that have metric ``name``, their values (n,) and feasibility (n,)."""
+    """Completed trials that have metric ``name`` by number, their values (n,) and
+    feasibility (n,)."""
     constraints = study.constraint_objects()
-    kept = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETED and t.values is not None and name in t.values
-    ]
+    kept = sorted(
+        (
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETED and t.values is not None and name in t.values
+        ),
+        key=lambda t: t.number,
+    )
     y = np.fromiter((t.values[name] for t in kept), dtype=float, count=len(kept))  # type: ignore[index]
     if constraints:
         feasible = np.fromiter(

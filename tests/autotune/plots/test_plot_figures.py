@@ -254,3 +254,9 @@ def test_importing_the_client_does_not_import_plotly() -> None:
     code = "import sys, autotune.client; print('plotly' in sys.modules, 'sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_history_of_trials_in_any_order(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_history(study, trials[::-1])
+    assert list(_points(fig, "trial").x) == sorted(_points(fig, "trial").x)
+    assert list(fig.data[-1].y) == list(plots.plot_history(study, trials).data[-1].y)

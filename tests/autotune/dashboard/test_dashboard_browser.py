@@ -252,6 +252,19 @@ def test_serving_and_features_pages(page: Page, seeded: dict[str, Any]) -> None:
     assert metrics.count() >= 1 and "demo-model" in metrics.nth(0).inner_text()
     p = page.open("#/features")
     assert "No feature groups are registered" in p.inner_text("#no-features")
+    group = {
+        "name": "customers",
+        "entities": [{"name": "customer_id", "dtype": "int"}],
+        "features": [{"name": "spend", "dtype": "float"}, {"name": "visits", "dtype": "int"}],
+        "description": "per-customer activity",
+        "owner": "tests",
+    }
+    r = httpx.post(f"{seeded['url']}/v1/feature-groups", json=group, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    p.reload()
+    page.wait_ready()
+    text = p.inner_text("#features-table")
+    assert "customers" in text and "customer_id" in text and "spend, visits" in text
 
 
 def test_study_page_follows_a_running_study(page: Page, seeded: dict[str, Any]) -> None:

@@ -197,10 +197,12 @@ class GPDesigner(Designer):
         from autotune._gp.search_space import encode_space
 
         space = problem.space
-        enc = encode_space(space)
         rng = np.random.default_rng([seed, len(completed) + len(pending)])
         data = _Data.build(problem, completed, pending)
         cache = self._cache_for(problem)
+        enc = cache.get("encoded space")
+        if enc is None:
+            enc = cache["encoded space"] = encode_space(space)
 
         ok_idx = np.arange(len(data.X_ok))
         subset = len(ok_idx) > self.max_fit_points

@@ -58,18 +58,32 @@ def register(
     return deco
 
 
+_loaded = False
+
+
 def _load() -> None:
-    if len(_KINDS) < len(_MODULES):
+    global _loaded
+    if not _loaded:
         import importlib
 
         for m in _MODULES:
             importlib.import_module(m)
+        _loaded = True
+
+
+def _order(kind: PlotKind) -> tuple[int, int]:
+    # The listing order is the modules' order and each module's own, whichever module some
+    # other code happened to import first (and so register first).
+    module = kind.fn.__module__
+    rank = _MODULES.index(module) if module in _MODULES else len(_MODULES)
+    return rank, kind.fn.__code__.co_firstlineno
 
 
 def plot_kinds(study: Study | None = None) -> list[str]:
     """Every kind, or those that apply to ``study`` (Pareto only with several objectives...)."""
     _load()
-    return [k.name for k in _KINDS.values() if study is None or k.applies(study)]
+    kinds = sorted(_KINDS.values(), key=_order)
+    return [k.name for k in kinds if study is None or k.applies(study)]
 
 
 def get_kind(kind: str) -> PlotKind:

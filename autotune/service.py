@@ -710,7 +710,7 @@ class StudyService:
 
                 def history() -> tuple[list[Trial], list[Params]]:
                     if not loaded:
-                        loaded.append(self._history(s, sid))
+                        loaded.append(self._history(s, sid, curves=_wants_curves(study)))
                     return loaded[0]
 
                 completed = _LazySequence(n_total - n_running - n_abandoned, lambda: history()[0])
@@ -1167,12 +1167,20 @@ class StudyService:
         counts = dict(s.execute(_COUNT_RUNNING_ABANDONED, {"b_sid": sid}).all())
         return counts.get(_RUNNING, 0), counts.get(_ABANDONED, 0)
 
-    def _history(self, s: Session, sid: int) -> tuple[list[Trial], list[Params]]:
+    def _history(
+        self, s: Session, sid: int, *, curves: bool = False
+    ) -> tuple[list[Trial], list[Params]]:
         """The finished trials and the running trials' configurations, in one statement: on
         PostgreSQL two would see two snapshots, and a trial finishing between them would be
-        in neither (a designer would then repeat its configuration)."""
+        in neither (a designer would then repeat its configuration).
+
+        With ``curves``, finished trials carry their intermediate values (multi-fidelity
+        designers learn from pruned trials' curves). A finished trial's curve no longer
+        changes, so this needs no snapshot of its own.
+        """
         rows = s.execute(
             select(
+                _T.id,
                 _T.number,
                 _T.state,
                 _T.params,
@@ -1183,12 +1191,14 @@ class StudyService:
             .where(_T.study_id == sid, _T.state.in_((*_FINISHED, _RUNNING)))
             .order_by(_T.number)
         ).all()
+        inter = self._intermediate(s, [r.id for r in rows if r.state != _RUNNING]) if curves else {}
         completed = [
             Trial(
                 number=r.number,
                 state=r.state,
                 params=r.params,
                 values=r.values,
+                intermediate=inter.get(r.id, []),
                 created_at=r.created_at,
                 completed_at=r.completed_at,
             )
@@ -1395,7 +1405,7 @@ class StudyService:
             key: _HistoryKey = (n_total, n_running, n_abandoned, tuple(r.id for r in queued), n_new)
             if slot.plan_for(key) is not None:
                 return None
-            completed, running = self._history(s, sid)
+            completed, running = self._history(s, sid, curves=_wants_curves(study))
             pending = [*running, *(dict(r.params) for r in queued)]
             if self._db.is_postgres:
                 # Read committed: each statement saw its own snapshot. The version only moves
@@ -1515,6 +1525,18 @@ class _Overlay:
         if name in self._changes:
             return self._changes[name]
         return getattr(self._row, name)
+
+
+# Stoppers whose pruned trials leave learning curves worth modelling (multi-fidelity).
+_FIDELITY_STOPPERS = frozenset({"asha", "hyperband"})
+
+
+def _wants_curves(study: Study) -> bool:
+    """Whether the study's designer is given the finished trials' intermediate values."""
+    stopper = (study.stopper or {}).get("type")
+    return study.algorithm == "bohb" or (
+        study.algorithm == "auto" and stopper in _FIDELITY_STOPPERS
+    )
 
 
 def _study_not_found(name: str) -> NotFoundError:

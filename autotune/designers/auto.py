@@ -5,6 +5,12 @@ initial design sized by dimension and the large-study subset past ``MAX_FIT_POIN
 ``auto`` chooses those settings for the study's space and objectives and records the choice, so
 the study's details show which designer ran, in which phase, and why. Spaces whose every
 configuration has already been tried get plain random search (nothing left for a model to find).
+
+Multi-fidelity: in a study whose stopper (ASHA, Hyperband) has ended trials early, the service
+hands ``auto`` the finished trials' learning curves, and once at least ``MIN_PRUNED_FOR_BOHB``
+pruned trials carry one, ``auto`` switches to BOHB-style model-based sampling
+(:class:`~autotune.designers.bohb.BOHBDesigner`), which learns from those cheap evaluations at
+the largest budget enough trials reached, rather than from the few full-length trials alone.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from autotune.designers._base import Designer, Problem, register_designer
+from autotune.designers.bohb import BOHBDesigner
 from autotune.designers.gp import MAX_FIT_POINTS, GPDesigner, default_n_initial
 from autotune.designers.random import RandomDesigner
-from autotune.models import Trial
+from autotune.models import Trial, TrialState
 from autotune.space import Params
+
+# Pruned trials with curves needed before their cheap evaluations outweigh the full ones.
+MIN_PRUNED_FOR_BOHB = 3
 
 
 def _n_configs(problem: Problem) -> float:
@@ -39,6 +49,7 @@ class AutoDesigner(Designer):
 
     def __init__(self, **gp_options: Any) -> None:
         self._gp = GPDesigner(**gp_options)
+        self._bohb = BOHBDesigner()
         self._info: dict[str, Any] = {"designer": self.name, "phase": "not started"}
 
     def describe(self) -> dict[str, Any]:
@@ -64,6 +75,19 @@ class AutoDesigner(Designer):
             return RandomDesigner().suggest(
                 problem, completed=completed, pending=pending, count=count, seed=seed
             )
+        n_pruned = sum(1 for t in completed if t.state == TrialState.PRUNED and t.intermediate)
+        if n_pruned >= MIN_PRUNED_FOR_BOHB and len(problem.objectives) == 1:
+            out = self._bohb.suggest(
+                problem, completed=completed, pending=pending, count=count, seed=seed
+            )
+            self._info = {
+                "designer": self.name,
+                "engine": "bohb",
+                "phase": "multi-fidelity model-based sampling",
+                "reason": f"the study's stopper ended {n_pruned} trials early; BOHB learns from "
+                "their learning curves (cheap evaluations), not only from full-length trials",
+            }
+            return out
         out = self._gp.suggest(
             problem, completed=completed, pending=pending, count=count, seed=seed
         )

@@ -107,6 +107,27 @@ def studies() -> None:
     """Inspect and delete studies."""
 
 
+def _chosen_server(db: str | None, server: str | None) -> str | None:
+    """The server URL a command should use, or None for the embedded database.
+
+    --db and --server exclude each other on the command line; an explicit --db wins over
+    AUTOTUNE_SERVER from the environment.
+    """
+    ctx = click.get_current_context()
+    given = {
+        p
+        for p in ("db", "server")
+        if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+    }
+    if given == {"db", "server"}:
+        raise click.UsageError("give --db or --server, not both")
+    if server and "db" in given:
+        return None
+    if server and not server.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{server!r} is not an http(s):// URL", param_hint="--server")
+    return server or None
+
+
 def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Adds --db/--server and passes a connected client as ``client``."""
 
@@ -116,21 +137,8 @@ def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(db: str | None, server: str | None, **kw: Any) -> Any:
         from autotune.client import Client
 
-        ctx = click.get_current_context()
-        given = {
-            p
-            for p in ("db", "server")
-            if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
-        }
-        if given == {"db", "server"}:
-            raise click.UsageError("give --db or --server, not both")
-        if server and "db" in given:
-            server = None  # an explicit --db wins over AUTOTUNE_SERVER
+        server = _chosen_server(db, server)
         if server:
-            if not server.startswith(("http://", "https://")):
-                raise click.BadParameter(
-                    f"{server!r} is not an http(s):// URL", param_hint="--server"
-                )
             client = Client(server, retries=2)
         else:
             if db is not None and "://" not in db:
@@ -294,20 +302,9 @@ def run_cmd(
     from trainers import load_spec, run_study
     from trainers.promote import open_registry, promote_best, promotion_settings
 
-    ctx = click.get_current_context()
-    given = {
-        p
-        for p in ("db", "server")
-        if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
-    }
-    if given == {"db", "server"}:
-        raise click.UsageError("give --db or --server, not both")
-    if server and "db" in given:
-        server = None  # an explicit --db wins over AUTOTUNE_SERVER
+    server = _chosen_server(db, server)
     if workers is not None and scheduler is not None:
         raise click.UsageError("give --workers (a local cluster) or --scheduler, not both")
-    if server and not server.startswith(("http://", "https://")):
-        raise click.BadParameter(f"{server!r} is not an http(s):// URL", param_hint="--server")
     if db is not None and "://" not in db:
         raise click.BadParameter(
             f"{db!r} is not a database URL (e.g. sqlite:///autotune.db)", param_hint="--db"

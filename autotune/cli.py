@@ -91,6 +91,8 @@ def serve(db: str | None, host: str, port: int, workers: int, log_level: str) ->
         from autotune.service import StudyService
 
         StudyService(db).close()
+    from serving.launch import uvicorn_options
+
     uvicorn.run(
         "autotune.api.app:app_from_env",
         factory=True,
@@ -98,6 +100,7 @@ def serve(db: str | None, host: str, port: int, workers: int, log_level: str) ->
         port=port,
         workers=workers,
         log_level=log_level,
+        **uvicorn_options(),
     )
 
 

@@ -250,6 +250,8 @@ def serve_models(
     for k, v in env.items():
         if v is not None:
             os.environ[k] = v
+    from serving.launch import uvicorn_options
+
     uvicorn.run(
         "serving.app:app_from_env",
         factory=True,
@@ -258,6 +260,7 @@ def serve_models(
         workers=workers,
         log_level=log_level,
         access_log=False,
+        **uvicorn_options(),
     )
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 import autotune
 from autotune.api.errors import install_error_handlers
+from autotune.api.limits import install_limits
 from autotune.api.routes import health, plots, studies, trials
 from autotune.api.settings import Settings
 from autotune.dashboard import mount_dashboard
@@ -105,6 +106,7 @@ def create_app(
     )
     app.state.service = svc
     install_error_handlers(app)
+    install_limits(app)  # body size (413) and per-key rate (429): autotune/api/limits.py
     if model_server is not None:
         from serving.app import install_serving
 

@@ -22,6 +22,8 @@ __all__ = [
     "TrialFinishedError",
     "StudyNotActiveError",
     "UnavailableError",
+    "UnauthenticatedError",
+    "PermissionDeniedError",
     "error_from_payload",
 ]
 
@@ -102,6 +104,20 @@ class UnavailableError(AutotuneError):
     retryable = True
 
 
+class UnauthenticatedError(AutotuneError):
+    """No API key, or one that is unknown or revoked (HTTP 401). Not retryable as is."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDeniedError(AutotuneError):
+    """The API key's scope does not allow the request (HTTP 403). Not retryable as is."""
+
+    code = "permission_denied"
+    status = 403
+
+
 _BY_CODE: dict[str, type[AutotuneError]] = {
     cls.code: cls
     for cls in (
@@ -113,6 +129,8 @@ _BY_CODE: dict[str, type[AutotuneError]] = {
         TrialFinishedError,
         StudyNotActiveError,
         UnavailableError,
+        UnauthenticatedError,
+        PermissionDeniedError,
     )
 }
 

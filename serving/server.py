@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import autotune
@@ -126,7 +126,9 @@ class _Call:
 metrics_router = APIRouter(tags=["serving"])
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics of the model server")
+@metrics_router.get(
+    "/metrics", summary="Prometheus metrics of the model server", response_class=PlainTextResponse
+)
 def metrics(request: Request) -> Response:
     return Response(_server(request).metrics.render(), media_type=CONTENT_TYPE)
 

@@ -77,7 +77,10 @@ class TrainingSetBody(BaseModel):
 
 
 @groups_router.post(
-    "", response_model=ApplyResult, summary="Create a feature group, update it, or version it"
+    "",
+    response_model=ApplyResult,
+    summary="Create a feature group, update it, or version it",
+    responses={201: {"model": ApplyResult, "description": "Created, or a new version made."}},
 )
 def apply_group(spec: FeatureGroupSpec, store: StoreDep, response: Response) -> ApplyResult:
     result = store.apply(spec)

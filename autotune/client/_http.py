@@ -6,8 +6,10 @@ request was sent (read timeout, dropped connection) is retried only for idempote
 reads, state changes that set a fixed state, heartbeats, and ``suggest``, which always carries a
 ``client_id`` (one generated per call when the caller gives none) so that the server answers a
 retried suggest with the trials it already made, and ``report``, which the service upserts by
-step. ``observe``, ``fail``, ``enqueue`` and ``create_study`` are not retried then: an
-:class:`~autotune.errors.UnavailableError` says the request may or may not have been applied.
+step. ``observe`` and ``fail`` are retried too: if the retry finds the trial already finished,
+the trial is read back, and when it holds exactly what was sent, an earlier attempt was applied
+and its answer lost, so the call succeeds. ``enqueue`` and ``create_study`` are not retried then:
+an :class:`~autotune.errors.UnavailableError` says the request may or may not have been applied.
 
 Errors in the body (``{"error": {...}}``) become the same exception classes the service raises.
 """
@@ -19,7 +21,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +29,13 @@ import httpx
 
 import autotune
 from autotune.client._base import Listing, QueuedConfig
-from autotune.errors import NotFoundError, UnavailableError, ValidationError, error_from_payload
+from autotune.errors import (
+    NotFoundError,
+    TrialFinishedError,
+    UnavailableError,
+    ValidationError,
+    error_from_payload,
+)
 from autotune.models import Study, StudyState, Trial, TrialState
 
 __all__ = ["HttpTransport"]
@@ -38,6 +46,7 @@ _RETRY_STATUSES = frozenset({503})
 # Errors raised before any byte of the request left: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MAX_RETRY_AFTER_S = 10.0
+_MAX_REASON_CHARS = 10_000  # as autotune.service.MAX_ERROR_CHARS
 
 
 class HttpTransport:
@@ -88,7 +97,10 @@ class HttpTransport:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
         idempotent: bool,
+        resent: list[bool] | None = None,
     ) -> Any:
+        """``resent`` (when given) gets an item each time a request that may have reached the
+        server is sent again."""
         url = f"{self.url}/v1{path}"
         content = None
         headers = {}
@@ -124,10 +136,14 @@ class HttpTransport:
                         details={"url": self.url, "attempts": attempt + 1},
                     ) from e
                 error = e
+                if resent is not None:
+                    resent.append(True)
             else:
                 if response.status_code in _RETRY_STATUSES and attempt < self.retries:
                     error = error_from_payload(response.status_code, _payload(response))
                     retry_after = _retry_after(response)
+                    if resent is not None:
+                        resent.append(True)  # a busy database may have committed it
                 else:
                     if (
                         response.status_code == 404
@@ -193,8 +209,14 @@ class HttpTransport:
         body: dict[str, Any] = {"values": dict(values)}
         if metadata is not None:
             body["metadata"] = dict(metadata)
-        data = self._request("POST", _trial(name, number, "observe"), body=body, idempotent=False)
-        return Trial.model_validate(data)
+        sent = {k: float(v) for k, v in values.items()}
+        return self._finish(
+            name,
+            number,
+            "observe",
+            body,
+            applied=lambda t: t.state == TrialState.COMPLETED and t.values == sent,
+        )
 
     def report(self, name: str, number: int, *, step: int, value: float) -> bool:
         body = {"step": step, "value": value}
@@ -203,9 +225,34 @@ class HttpTransport:
         return bool(data["should_stop"])
 
     def fail(self, name: str, number: int, *, reason: str) -> Trial:
-        data = self._request(
-            "POST", _trial(name, number, "fail"), body={"reason": reason}, idempotent=False
+        # The service keeps the first _MAX_REASON_CHARS characters, NUL replaced.
+        kept = str(reason)[:_MAX_REASON_CHARS].replace("\x00", "\ufffd")
+        return self._finish(
+            name,
+            number,
+            "fail",
+            {"reason": reason},
+            applied=lambda t: t.state == TrialState.FAILED and t.error == kept,
         )
+
+    def _finish(
+        self, name: str, number: int, action: str, body: Any, *, applied: Callable[[Trial], bool]
+    ) -> Trial:
+        """Send a finishing request, retried after a dropped connection; a retry answered
+        "already finished" succeeds if the stored trial is what ``applied`` expects."""
+        resent: list[bool] = []
+        try:
+            data = self._request(
+                "POST", _trial(name, number, action), body=body, idempotent=True, resent=resent
+            )
+        except TrialFinishedError:
+            if not resent:
+                raise
+            trial = self.get_trial(name, number)
+            if not applied(trial):
+                raise
+            logger.info("%s of trial %d was applied before its answer was lost", action, number)
+            return trial
         return Trial.model_validate(data)
 
     def heartbeat(self, name: str, number: int) -> Trial:

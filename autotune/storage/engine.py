@@ -3,6 +3,9 @@
 ``Database`` hands out one short transaction at a time through ``run(fn, write=...)``, which
 retries transient failures (a dropped connection, a serialization failure, a deadlock) with
 backoff and turns what is left into autotune errors, so no SQLAlchemy exception reaches callers.
+A transaction is retried only when it certainly did not commit; on PostgreSQL a connection lost
+during COMMIT is settled with ``txid_status``. Pooled connections are pinged before use, so a
+connection the server dropped while idle is replaced rather than reported.
 
 SQLite: WAL (readers never wait for the writer), ``busy_timeout``, foreign keys on, and writes
 serialized twice: a process-level lock per database file (threads queue in Python instead of
@@ -23,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import (
@@ -55,6 +58,14 @@ RETRY_BASE_S = 0.02
 # PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not available,
 # shutdown / crash, too many connections. Class 08 (connection exceptions) is retried too.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+# Backend terminated (pg_terminate_backend), crash shutdown, cannot connect now.
+_SHUTDOWN_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# How long to wait for a dead backend's transaction to be settled before calling its outcome
+# unknown (a terminated backend aborts it within milliseconds).
+COMMIT_OUTCOME_WAIT_S = 5.0
+# txid_current_if_assigned: no transaction id is forced on a transaction that wrote nothing.
+_CURRENT_XID = text("SELECT txid_current_if_assigned()")
+_XID_STATUS = text("SELECT txid_status(:xid)")
 
 # Two processes opening a brand-new file race to switch it to WAL; the loser retries.
 _WAL_SWITCH_TRIES = 20
@@ -225,15 +236,62 @@ class Database:
     def run(self, fn: Callable[[Session, int], T], *, write: bool) -> T:
         """Run ``fn(session, attempt)`` in one transaction, retrying transient failures.
 
-        ``fn`` must be safe to run again from the start (everything it did was rolled back);
-        ``attempt`` lets it recognise a retry after a commit whose outcome was unknown.
+        A transaction is retried only when it certainly did not commit: a failure before the
+        COMMIT rolled everything back. When the connection drops during the COMMIT itself
+        (PostgreSQL), the outcome is read back with ``txid_status`` on a fresh connection: a
+        committed transaction returns ``fn``'s result, an aborted one is retried, and one whose
+        outcome cannot be learnt raises ``UnavailableError`` rather than risk applying it twice.
+        ``fn`` must be safe to run again from the start; ``attempt`` counts the tries.
         """
 
         def once(attempt: int) -> T:
-            with self.transaction(write=write) as session:
-                return fn(session, attempt)
+            locked = write or self._read_locked
+            sessions = self._write_sessions if write else self._read_sessions
+            # Leaving the session block without a commit rolls back (``close``).
+            with self.write_lock() if locked else _nullcontext(), sessions() as session:
+                session.begin()
+                result = fn(session, attempt)
+                # The transaction id, for reading the outcome of a COMMIT whose answer is lost
+                # (NULL when the transaction wrote nothing: then either outcome is harmless).
+                xid = session.execute(_CURRENT_XID).scalar() if write and self.is_postgres else None
+                try:
+                    session.commit()
+                except (DBAPIError, DisconnectionError) as e:
+                    if xid is None or not _is_disconnect(e):
+                        raise  # the COMMIT was refused: nothing was stored, retry if transient
+                    if self._commit_outcome(int(xid), e) == "committed":
+                        log.warning("the COMMIT's answer was lost but it committed: %s", _short(e))
+                        return result
+                    raise  # aborted with its connection: retried from the start
+                return result
 
         return self.retrying(once)
+
+    def _commit_outcome(self, xid: int, error: BaseException) -> str:
+        """``committed`` or ``aborted`` for a transaction whose COMMIT lost its connection.
+
+        Raises:
+            UnavailableError: the outcome could not be learnt (the database is unreachable, or
+                the old backend still holds the transaction open after ``COMMIT_OUTCOME_WAIT_S``).
+        """
+        deadline = time.monotonic() + COMMIT_OUTCOME_WAIT_S
+        status: str | None = None
+        while True:
+            try:
+                with self.write_engine.connect() as conn:
+                    status = conn.execute(_XID_STATUS, {"xid": xid}).scalar()
+            except SQLAlchemyError:
+                status = None
+            if status in ("committed", "aborted"):
+                return status
+            if time.monotonic() >= deadline:
+                raise UnavailableError(
+                    "the database connection dropped during COMMIT and whether the change was "
+                    f"stored is unknown ({status or 'database unreachable'}); read it back "
+                    "before retrying",
+                    details={"db_error": _short(error), "xid": xid},
+                ) from error
+            time.sleep(RETRY_BASE_S)
 
     def retrying(self, fn: Callable[[int], T]) -> T:
         """Call ``fn(attempt)``, retrying transient database errors with backoff; any other
@@ -297,6 +355,16 @@ class Database:
             # psycopg reports connection failures without a SQLSTATE.
             return code is None
         return False
+
+
+def _is_disconnect(e: BaseException) -> bool:
+    """The connection itself failed (as opposed to the database refusing the statement)."""
+    if isinstance(e, DisconnectionError):
+        return True
+    if not isinstance(e, DBAPIError):
+        return False
+    code = getattr(e.orig, "sqlstate", None) or ""
+    return e.connection_invalidated or code.startswith("08") or code in _SHUTDOWN_SQLSTATES
 
 
 @contextmanager

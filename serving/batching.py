@@ -1,20 +1,21 @@
 """Micro-batching: concurrent small prediction requests coalesced into one model call.
 
-Requests queue their rows; one runner task per model takes everything queued (up to
-``max_batch_size`` rows), optionally waiting up to ``max_wait_ms`` after the oldest request for
-company, calls the model once and hands each request its slice of the result. While the model is
-busy, new requests pile up and form the next batch, so under load batches grow by themselves and
-at low load nobody waits (the default ``max_wait_ms=0``). The queue is bounded: past
-``max_queue`` waiting requests the server answers 503 (:class:`OverloadedError`) at once instead
-of letting latency grow without limit (Clipper and Triton's dynamic batcher work this way).
+Requests queue their rows and a future; the first one into an empty queue schedules one flush
+callback on the event loop (``call_soon``, or ``call_later`` when ``max_wait_ms`` asks to wait for
+company). Every request the loop handles before that callback runs joins it: the flush stacks the
+rows with numpy, calls the model once and hands each future its slice of the result. So a batch
+costs one loop wake-up, not one per request, and while the model is busy new requests pile up in
+the sockets and form the next batch: under load batches grow by themselves, at low load nobody
+waits (the default ``max_wait_ms=0``). The queue is bounded: past ``max_queue`` waiting requests
+the server answers 503 (:class:`OverloadedError`) at once instead of letting latency grow without
+limit (Clipper and Triton's dynamic batcher work this way).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -23,9 +24,6 @@ import numpy as np
 from serving.errors import OverloadedError
 
 __all__ = ["BatchingConfig", "MicroBatcher"]
-
-# Turns of the event loop the runner yields before taking a batch (see _run).
-YIELD_TURNS = 3
 
 
 @dataclass(frozen=True)
@@ -53,15 +51,16 @@ class BatchingConfig:
 
 
 class MicroBatcher:
-    """Coalesces ``predict`` calls on one model. Bound to the event loop that first uses it.
+    """Coalesces ``predict`` calls on one model. Each call must come from a running event loop.
 
     Args:
-        predict: the model call, (n_rows, n_features) -> (n_rows[, k]); run in ``executor``.
+        predict: the model call, (n_rows, n_features) -> (n_rows[, k]).
         config: sizes and waits.
-        executor: the threads model calls run on (``None``: the loop's default).
+        executor: the threads large batches run on (``None``: the loop's default).
         on_batch: called with the rows of each model call (metrics).
-        inline_rows: batches up to this many rows run on the event loop, larger ones in
-            ``executor``.
+        inline_rows: batches up to this many rows run on the event loop (a hop to a thread and
+            back costs more than a small model call, and the GIL handoff can stall it for a
+            switch interval), larger ones in ``executor``.
     """
 
     def __init__(
@@ -79,95 +78,123 @@ class MicroBatcher:
         self._executor = executor
         self._on_batch = on_batch
         self._name = name
-        self._queue: deque[tuple[np.ndarray, asyncio.Future[np.ndarray], float]] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._queue: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
         self._rows = 0  # rows queued
+        self._scheduled: asyncio.Handle | None = None  # the pending flush
+        self._busy = False  # a batch is running in the executor
         self.inline_rows = inline_rows
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
-    async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predict ``x`` (n_rows, n_features) as part of a batch.
+    def submit(self, x: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Queue ``x`` (n_rows, n_features); the future gets its (n_rows[, k]) predictions.
 
         Raises:
             OverloadedError: ``max_queue`` requests are already waiting.
         """
-        if len(self._queue) >= self.config.max_queue:
+        queue = self._queue
+        if len(queue) >= self.config.max_queue:
             raise OverloadedError(
-                f"model {self._name} has {len(self._queue)} requests queued (the limit); "
+                f"model {self._name} has {len(queue)} requests queued (the limit); "
                 "retry shortly or add servers",
-                details={"queued": len(self._queue), "max_queue": self.config.max_queue},
+                details={"queued": len(queue), "max_queue": self.config.max_queue},
             )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()
-        self._queue.append((x, fut, time.perf_counter()))
+        queue.append((x, fut))
         self._rows += x.shape[0]
-        if self._runner is None or self._runner.done():
-            self._wakeup = asyncio.Event()
-            self._runner = loop.create_task(self._run())
-        elif self._wakeup is not None:
-            self._wakeup.set()
-        return await fut
+        if self._busy:
+            return fut  # the running batch reschedules when it ends
+        wait = self.config.max_wait_ms
+        if self._scheduled is None:
+            if wait > 0 and self._rows < self.config.max_batch_size:
+                self._scheduled = loop.call_later(wait / 1000.0, self._flush)
+            else:
+                self._scheduled = loop.call_soon(self._flush)
+        elif wait > 0 and self._rows >= self.config.max_batch_size:
+            self._scheduled.cancel()  # full: no reason to wait any longer
+            self._scheduled = loop.call_soon(self._flush)
+        return fut
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray], float]]:
-        batch = [self._queue.popleft()]
+    def predict(self, x: np.ndarray) -> Awaitable[np.ndarray]:
+        """``await batcher.predict(x)``: :meth:`submit`, awaited."""
+        return self.submit(x)
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        queue = self._queue
+        batch = [queue.popleft()]
         rows = batch[0][0].shape[0]
-        while self._queue and rows + self._queue[0][0].shape[0] <= self.config.max_batch_size:
-            item = self._queue.popleft()
+        limit = self.config.max_batch_size
+        while queue and rows + queue[0][0].shape[0] <= limit:
+            item = queue.popleft()
             rows += item[0].shape[0]
             batch.append(item)
         self._rows -= rows
         return batch
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        max_wait = self.config.max_wait_ms / 1000.0
-        assert self._wakeup is not None
+    def _flush(self) -> None:
+        """Run everything queued, batch after batch (called by the loop)."""
+        self._scheduled = None
         while self._queue:
-            # Let the requests the loop is already parsing join: a few turns of the loop cost
-            # microseconds, where each model call saved costs a hundred.
-            for _ in range(YIELD_TURNS):
-                await asyncio.sleep(0)
-            # Then wait for company, for at most max_wait after the oldest request arrived.
-            deadline = self._queue[0][2] + max_wait
-            while (
-                max_wait > 0
-                and self._rows < self.config.max_batch_size
-                and (remaining := deadline - time.perf_counter()) > 0
-            ):
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
             batch = self._take()
             live = [b for b in batch if not b[1].done()]  # a cancelled request drops out
             if not live:
                 continue
-            xs = [b[0] for b in live]
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+            # (n_rows, n_features): one request's own array, or the rows stacked
+            x = live[0][0] if len(live) == 1 else np.concatenate([b[0] for b in live])
+            if x.shape[0] > self.inline_rows:
+                self._busy = True
+                loop = asyncio.get_running_loop()
+                done = loop.run_in_executor(self._executor, self._predict, x)
+                done.add_done_callback(lambda f, live=live, x=x: self._finished(f, live, x))
+                return
             try:
-                if x.shape[0] <= self.inline_rows:
-                    # Small batches run on the loop: a hop to a thread and back costs more than
-                    # the model call, and the GIL handoff can stall it for a switch interval.
-                    y = self._predict(x)
-                else:
-                    y = await loop.run_in_executor(self._executor, self._predict, x)
-            except BaseException as e:  # hand the model's error to every request of the batch
-                for _, fut, _t in live:
-                    if not fut.done():
-                        fut.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
+                y = self._predict(x)
+            except Exception as e:  # hand the model's error to every request of the batch
+                self._fail(live, e)
                 continue
-            if self._on_batch is not None:
-                self._on_batch(x.shape[0])
-            start = 0
-            for xi, fut, _t in live:
-                n = xi.shape[0]
-                if not fut.done():
-                    fut.set_result(y[start : start + n])
-                start += n
+            self._deliver(live, x, y)
+
+    def _finished(
+        self,
+        done: asyncio.Future[np.ndarray],
+        live: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]],
+        x: np.ndarray,
+    ) -> None:
+        self._busy = False
+        if done.cancelled():
+            self._fail(live, asyncio.CancelledError())
+        elif (e := done.exception()) is not None:
+            self._fail(live, e)
+        else:
+            self._deliver(live, x, done.result())
+        if self._queue and self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
+
+    @staticmethod
+    def _fail(live: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], e: BaseException) -> None:
+        for _, fut in live:
+            if not fut.done():
+                fut.set_exception(e)
+
+    def _deliver(
+        self,
+        live: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]],
+        x: np.ndarray,
+        y: np.ndarray,
+    ) -> None:
+        if self._on_batch is not None:
+            self._on_batch(x.shape[0])
+        if len(live) == 1:
+            fut = live[0][1]
+            if not fut.done():
+                fut.set_result(y)
+            return
+        start = 0
+        for xi, fut in live:
+            n = xi.shape[0]
+            if not fut.done():
+                fut.set_result(y[start : start + n])
+            start += n

@@ -14,11 +14,14 @@ into feature rows before the same signature check; the feature store plugs one i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import operator
 import random
 import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +33,9 @@ from autotune.errors import AutotuneError, ValidationError
 from serving.batching import BatchingConfig, MicroBatcher
 from serving.errors import InvalidInputError
 from serving.loaders import LoaderOptions, Predictor, load_predictor
-from serving.metrics import ServingMetrics
+from serving.metrics import RequestSeries, ServingMetrics
 from serving.registry import DEFAULT_ALIAS, ModelRegistry, check_prediction, parse_ref
-from serving.schemas import ModelVersion
+from serving.schemas import ModelVersion, Signature
 
 __all__ = [
     "ModelServer",
@@ -42,6 +45,8 @@ __all__ = [
     "PredictionLogger",
     "MAX_ROWS",
     "LOAD_RETRY_S",
+    "compile_rows_check",
+    "Authorizer",
 ]
 
 log = logging.getLogger("autotune.serving")
@@ -51,6 +56,11 @@ MAX_ROWS = 10_000
 LOAD_RETRY_S = 30.0
 # Large requests run in a worker thread so the event loop keeps serving small ones.
 INLINE_ROWS = 512
+
+
+# Decides whether a prediction request may use a model: called with the request's ASGI scope and
+# the model name; raises an AutotuneError (401, 403) to refuse; may return an awaitable.
+Authorizer = Callable[[Mapping[str, Any], str], Awaitable[None] | None]
 
 
 class FeatureResolver(Protocol):
@@ -124,24 +134,95 @@ class PredictionLogger:
 
 
 class LoadedVersion:
-    """A version ready to predict: its record, its predictor and (optionally) its batcher."""
+    """A version ready to predict: its record, its predictor and (optionally) its batcher.
+
+    Per-version work is done once here, not per request: the compiled input check
+    (:meth:`rows_to_matrix`) and the metric series of each alias and endpoint it serves.
+    """
 
     def __init__(
-        self, version: ModelVersion, predictor: Predictor, batcher: MicroBatcher | None
+        self,
+        version: ModelVersion,
+        predictor: Predictor,
+        batcher: MicroBatcher | None,
+        *,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.version = version
         self.predictor = predictor
         self.batcher = batcher
         self.last_used = time.monotonic()
+        self.number = version.version
         self.label = str(version.version)
+        self.rows_to_matrix: Callable[[Any], np.ndarray] = compile_rows_check(version.signature)
+        self._metrics = metrics or ServingMetrics()
+        self._series: dict[tuple[str | None, str], RequestSeries] = {}
+        self._max_batch = batcher.config.max_batch_size if batcher is not None else 0
+
+    def series(self, alias: str | None, endpoint: str) -> RequestSeries:
+        """The pre-bound metric series of successful requests through ``alias``."""
+        s = self._series.get((alias, endpoint))
+        if s is None:
+            s = self._metrics.request_series(
+                model=self.version.name, version=self.label, alias=alias or "", endpoint=endpoint
+            )
+            self._series = {**self._series, (alias, endpoint): s}
+        return s
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predict ``x`` (n_rows, n_features): through the micro-batcher when it is small
+        enough to share a call, on the event loop when small, else in a worker thread."""
         self.last_used = time.monotonic()
-        if self.batcher is not None and x.shape[0] < self.batcher.config.max_batch_size:
-            return await self.batcher.predict(x)
-        if x.shape[0] <= INLINE_ROWS:
+        n = x.shape[0]
+        if n < self._max_batch:
+            assert self.batcher is not None
+            return await self.batcher.submit(x)
+        if n <= INLINE_ROWS:
             return self.predictor.predict(x)
         return await asyncio.to_thread(self.predictor.predict, x)
+
+
+def compile_rows_check(signature: Signature) -> Callable[[Any], np.ndarray]:
+    """``rows -> (n_rows, n_features) float32 matrix`` for one signature, compiled once.
+
+    For the common signature (every feature a non-nullable float) the check is a C-level
+    ``itemgetter`` per row and one set of the value types: exactly-right rows never touch a
+    Python loop over features. Anything else (and any row that fails the quick check) goes
+    through :meth:`Signature.to_matrix`, which names every missing, extra and wrongly typed
+    feature in its 422.
+    """
+    full = signature.to_matrix
+    names = signature.names
+    if not all(f.type == "float" and not f.nullable for f in signature.inputs):
+        return full
+    n = len(names)
+    getter = operator.itemgetter(*names)
+    floatish = frozenset((float, int))
+    chain = itertools.chain.from_iterable
+
+    def check(rows: Any) -> np.ndarray:
+        if type(rows) is list and rows:
+            try:
+                if len(rows) == 1:
+                    row = rows[0]
+                    if type(row) is dict and len(row) == n:
+                        values = getter(row)
+                        if n == 1:
+                            values = (values,)
+                        if set(map(type, values)) <= floatish:
+                            return np.array(values, dtype=np.float32).reshape(1, n)
+                elif all(type(r) is dict and len(r) == n for r in rows):
+                    table = list(map(getter, rows))
+                    if n == 1:
+                        table = [(v,) for v in table]
+                    if set(map(type, chain(table))) <= floatish:
+                        flat = np.fromiter(chain(table), dtype=np.float32, count=len(rows) * n)
+                        return flat.reshape(len(rows), n)
+            except KeyError:
+                pass
+        return full(rows)
+
+    return check
 
 
 class ModelServer:
@@ -186,6 +267,8 @@ class ModelServer:
         self._poller: threading.Thread | None = None
         self.ready = False
         self.last_poll_error: str | None = None
+        # The prediction paths call this first (None: no authorization, every model is open).
+        self.authorize: Authorizer | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -315,7 +398,7 @@ class ModelServer:
                     on_batch=on_batch,
                     name=f"{name} v{version}",
                 )
-            lv = LoadedVersion(mv, predictor, batcher)
+            lv = LoadedVersion(mv, predictor, batcher, metrics=self.metrics)
             with self._guard:
                 self._loaded = {**self._loaded, key: lv}
             self.metrics.model_loaded(model=name, version=str(version), ok=True)
@@ -336,6 +419,30 @@ class ModelServer:
         if r is None and name in self._latest and (name, DEFAULT_ALIAS) not in self._in_registry:
             return self._latest[name], None
         return None
+
+    def lookup(self, name: str, ref: int | str | None) -> tuple[LoadedVersion, str | None] | None:
+        """The loaded version ``ref`` names from memory alone (the hot path), or None when that
+        needs the database or a load (then :meth:`get`)."""
+        hit = self.resolve(name, ref)
+        if hit is None:
+            return None
+        lv = self._loaded.get((name, hit[0]))
+        return None if lv is None else (lv, hit[1])
+
+    def observe_failure(
+        self, name: str, lv: LoadedVersion | None, alias: str | None, endpoint: str, code: int,
+        seconds: float,
+    ) -> None:  # fmt: skip
+        """Count a failed prediction request (labelled by what it resolved to, if anything)."""
+        if lv is not None:
+            model, version = lv.version.name, lv.label
+        else:
+            # An unknown name is counted under one label: clients cannot grow the label set.
+            model, version = (name if name in self._latest else "<unknown>"), ""
+        self.metrics.observe_request(
+            model=model, version=version, alias=alias or "", endpoint=endpoint, code=code,
+            seconds=seconds,
+        )  # fmt: skip
 
     async def get(self, name: str, ref: int | str | None) -> tuple[LoadedVersion, str | None]:
         """The loaded version that ``ref`` names (loading it in a thread if needed)."""

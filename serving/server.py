@@ -1,34 +1,31 @@
 """The model server's HTTP face: the Open Inference Protocol (/v2), AutoTune's model routes
 (/v1) and /metrics, over a :class:`serving.runtime.ModelServer`.
 
-The routers are thin: they parse, call the server and shape the JSON. The predict paths are
-deliberately lean (raw body, ``json``, no pydantic on the way in or out, plain Starlette routes
-matched first): they are the hot path. Registration and alias moves live on ``admin_router`` so
-a serving-only replica can leave them out.
+The routers are thin: they parse, call the server and shape the JSON. The predict and infer
+paths are the hot path: :class:`serving.fastpath.FastPath` answers them before routing, and the
+routes declared here document them (and answer through the same code where the middleware is not
+installed). Registration and alias moves live on ``admin_router`` so a serving-only replica can
+leave them out.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import autotune
-from autotune.errors import AutotuneError, UnavailableError, ValidationError
-from serving.errors import InvalidInputError, ModelNotFoundError
+from autotune.errors import UnavailableError, ValidationError
+from serving.errors import ModelNotFoundError
+from serving.fastpath import infer_v2, predict_v1
 from serving.metrics import CONTENT_TYPE
 from serving.registry import DEFAULT_ALIAS
 from serving.runtime import (
-    MAX_ROWS,
     FeatureResolver,
     LoadedVersion,
     ModelServer,
@@ -58,67 +55,18 @@ __all__ = [
 ]
 
 
-def new_request_id(headers: Mapping[str, str]) -> str:
-    """The caller's ``X-Request-ID`` when sane, else a fresh one."""
-    rid = headers.get("x-request-id")
-    if rid and len(rid) <= 128 and rid.isprintable():
-        return rid
-    return uuid.uuid4().hex
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValidationError(f"the body is not valid JSON: {e}", field="body") from None
+def _answer(answer: tuple[int, bytes, list[tuple[bytes, bytes]]]) -> Response:
+    status, body, headers = answer
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+    )
 
 
 def _server(request: Request) -> ModelServer:
     return request.app.state.model_server
-
-
-def _error_response(e: AutotuneError, rid: str) -> JSONResponse:
-    headers = {"x-request-id": rid}
-    if e.retryable:
-        headers["retry-after"] = "1"
-    return JSONResponse(e.to_payload(), status_code=e.status, headers=headers)
-
-
-class _Call:
-    """Labels of one prediction call, filled in as it resolves, counted when it ends."""
-
-    __slots__ = ("server", "name", "endpoint", "version", "alias", "rows", "t0", "rid")
-
-    def __init__(self, server: ModelServer, name: str, endpoint: str, request: Request) -> None:
-        self.server = server
-        # An unknown name is counted under one label: clients cannot grow the label set.
-        self.name = name if name in server._latest else "<unknown>"
-        self.endpoint = endpoint
-        self.version = ""
-        self.alias = ""
-        self.rows = 0
-        self.t0 = time.perf_counter()
-        self.rid = new_request_id(request.headers)
-
-    def resolved(self, lv: LoadedVersion, alias: str | None) -> None:
-        self.name, self.version, self.alias = lv.version.name, lv.label, alias or ""
-
-    def done(self, code: int) -> float:
-        seconds = time.perf_counter() - self.t0
-        self.server.metrics.observe_request(
-            model=self.name,
-            version=self.version,
-            alias=self.alias,
-            endpoint=self.endpoint,
-            code=code,
-            seconds=seconds,
-            rows=self.rows if code < 400 else 0,
-        )
-        return seconds
 
 
 # ----------------------------------------------------------------------------------- /metrics
@@ -138,8 +86,6 @@ def metrics(request: Request) -> Response:
 oip_router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol)"])
 
 _OIP_TYPES = {"float": "FP32", "int": "INT64", "bool": "BOOL"}
-_NUMERIC_OIP = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64"}  # fmt: skip
 
 
 @oip_router.get("", summary="Server metadata")
@@ -208,139 +154,20 @@ async def oip_model_version_ready(name: str, version: str, request: Request) -> 
     return await _oip_ready(request, name, version)
 
 
-def _oip_matrix(signature: Signature, inputs: Any) -> np.ndarray:
-    """OIP input tensors -> (n_rows, n_features): one tensor per feature (named by it), or one
-    (n_rows, n_features) tensor holding the features in signature order."""
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError("inputs must be a non-empty list of tensors", field="inputs")
-    names = signature.names
-    tensors: dict[str, list[Any]] = {}
-    for i, t in enumerate(inputs):
-        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
-            raise InvalidInputError(
-                f"inputs[{i}] must have name, shape, datatype and data", field=f"inputs.{i}"
-            )
-        shape, data = t["shape"], t["data"]
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise InvalidInputError(
-                f"inputs[{i}].shape must be a list of sizes", field=f"inputs.{i}.shape"
-            )
-        flat = _flatten(data)
-        if flat is None or len(flat) != int(np.prod(shape)):
-            raise InvalidInputError(
-                f"inputs[{i}].data must be a list of {int(np.prod(shape))} values (shape {shape})",
-                field=f"inputs.{i}.data",
-            )
-        if (
-            len(inputs) == 1
-            and t["name"] not in names
-            and len(shape) == 2
-            and shape[1] == len(names)
-        ):
-            if t["datatype"] not in _NUMERIC_OIP:
-                raise InvalidInputError(
-                    f"inputs[0].datatype {t['datatype']!r} is not numeric",
-                    field="inputs.0.datatype",
-                )
-            if not all(type(v) in (int, float, bool) for v in flat):
-                raise InvalidInputError(
-                    "inputs[0].data must hold numbers only", field="inputs.0.data"
-                )
-            if shape[0] == 0 or shape[0] > MAX_ROWS:
-                raise InvalidInputError(f"1 to {MAX_ROWS} rows per request", field="inputs.0.shape")
-            return np.asarray(flat, dtype=np.float32).reshape(shape)
-        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise InvalidInputError(
-                f"inputs[{i}] ({t['name']!r}) must have shape [n] or [n, 1], or be a single "
-                f"[n, {len(names)}] tensor with the features {names} in order",
-                field=f"inputs.{i}.shape",
-            )
-        tensors[str(t["name"])] = flat
-    return signature.columns_to_matrix(tensors, field="inputs")
-
-
-def _flatten(data: Any) -> list[Any] | None:
-    if not isinstance(data, list):
-        return None
-    if not data or not isinstance(data[0], list):
-        return data
-    out: list[Any] = []
-    for d in data:
-        sub = _flatten(d)
-        if sub is None:
-            return None
-        out.extend(sub)
-    return out
-
-
-_OUT_TYPES = {
-    "f": {4: "FP32", 8: "FP64", 2: "FP16"},
-    "i": {8: "INT64", 4: "INT32"},
-    "b": {1: "BOOL"},
-}
-
-
-async def _oip_infer(request: Request, name: str, ref: str | None) -> Response:
-    server = _server(request)
-    call = _Call(server, name, "v2_infer", request)
-    try:
-        payload = _parse_json(await request.body())
-        if not isinstance(payload, dict):
-            raise InvalidInputError('the body must be an object {"inputs": [...]}', field="body")
-        lv, alias = await server.get(name, ref)
-        call.resolved(lv, alias)
-        x = _oip_matrix(lv.version.signature, payload.get("inputs"))
-        call.rows = x.shape[0]
-        y = await lv.predict(x)
-    except AutotuneError as e:
-        call.done(e.status)
-        return _error_response(e, call.rid)
-    except BaseException:
-        call.done(500)
-        raise
-    seconds = call.done(200)
-    server.prediction_log.maybe_log(
-        request_id=call.rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
-    )
-    dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
-    body = {
-        "model_name": name,
-        "model_version": lv.label,
-        "id": str(payload.get("id") or call.rid),
-        "parameters": {"alias": alias, "request_id": call.rid},
-        "outputs": [
-            {
-                "name": lv.version.output_schema.name,
-                "shape": list(y.shape),
-                "datatype": dtype,
-                "data": y.ravel().tolist(),
-            }
-        ],
-    }
-    return Response(_dumps(body), media_type="application/json", headers={"x-request-id": call.rid})
-
-
-async def _oip_infer_fast(request: Request) -> Response:
-    p = request.path_params
-    return await _oip_infer(request, p["name"], p.get("version"))
-
-
-# The hot paths are plain Starlette routes (no dependency solving, no pydantic): they match
-# first. The FastAPI routes of the same paths below only document them in OpenAPI.
-oip_router.add_route("/models/{name}/infer", _oip_infer_fast, methods=["POST"],
-                     include_in_schema=False)  # fmt: skip
-oip_router.add_route("/models/{name}/versions/{version}/infer", _oip_infer_fast,
-                     methods=["POST"], include_in_schema=False)  # fmt: skip
-
-
+# The predict paths are answered by serving.fastpath.FastPath before routing; these routes
+# document them in OpenAPI and answer the same way where the middleware is not installed.
 @oip_router.post("/models/{name}/infer", summary="Predict (Open Inference Protocol)")
 async def oip_infer(name: str, request: Request) -> Response:
-    return await _oip_infer(request, name, None)
+    t0 = time.perf_counter()
+    body = await request.body()
+    return _answer(await infer_v2(_server(request), request.scope, body, name, None, t0))
 
 
 @oip_router.post("/models/{name}/versions/{version}/infer", summary="Predict with a version")
 async def oip_infer_version(name: str, version: str, request: Request) -> Response:
-    return await _oip_infer(request, name, version)
+    t0 = time.perf_counter()
+    body = await request.body()
+    return _answer(await infer_v2(_server(request), request.scope, body, name, version, t0))
 
 
 # ----------------------------------------------------------------- registry and predict (/v1)
@@ -368,55 +195,15 @@ _PREDICT_DOC = {
 }
 
 
-async def _v1_predict(request: Request, name: str, ref: str | None) -> Response:
-    server = _server(request)
-    call = _Call(server, name, "v1_predict", request)
-    try:
-        payload = _parse_json(await request.body())
-        lv, alias = await server.get(name, ref)
-        call.resolved(lv, alias)
-        x = await server.features_to_matrix(lv, payload)
-        call.rows = x.shape[0]
-        y = await lv.predict(x)
-    except AutotuneError as e:
-        call.done(e.status)
-        return _error_response(e, call.rid)
-    except BaseException:
-        call.done(500)
-        raise
-    seconds = call.done(200)
-    server.prediction_log.maybe_log(
-        request_id=call.rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
-    )
-    body = {
-        "model": name,
-        "version": lv.version.version,
-        "alias": alias,
-        "predictions": y.tolist(),
-        "request_id": call.rid,
-    }
-    return Response(_dumps(body), media_type="application/json", headers={"x-request-id": call.rid})
-
-
-async def _v1_predict_fast(request: Request) -> Response:
-    p = request.path_params
-    return await _v1_predict(request, p["name"], p.get("ref"))
-
-
-# Hot paths as plain Starlette routes, matched first; the FastAPI twins below document them.
-v1_router.add_route("/models/{name}/predict", _v1_predict_fast, methods=["POST"],
-                    include_in_schema=False)  # fmt: skip
-v1_router.add_route("/models/{name}/versions/{ref}/predict", _v1_predict_fast, methods=["POST"],
-                    include_in_schema=False)  # fmt: skip
-
-
 @v1_router.post(
     "/models/{name}/predict",
     summary="Predict with the production alias (or the latest version while none is set)",
     openapi_extra=_PREDICT_DOC,
 )
 async def predict(name: str, request: Request) -> Response:
-    return await _v1_predict(request, name, None)
+    t0 = time.perf_counter()
+    body = await request.body()
+    return _answer(await predict_v1(_server(request), request.scope, body, name, None, t0))
 
 
 @v1_router.post(
@@ -425,7 +212,9 @@ async def predict(name: str, request: Request) -> Response:
     openapi_extra=_PREDICT_DOC,
 )
 async def predict_version(name: str, ref: str, request: Request) -> Response:
-    return await _v1_predict(request, name, ref)
+    t0 = time.perf_counter()
+    body = await request.body()
+    return _answer(await predict_v1(_server(request), request.scope, body, name, ref, t0))
 
 
 class ModelList(BaseModel):

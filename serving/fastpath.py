@@ -1,0 +1,327 @@
+"""The hot path: ``POST`` predict and infer requests answered before FastAPI routing.
+
+:class:`FastPath` is a pure ASGI middleware that :func:`serving.app.install_serving` places
+innermost among the app's middleware (so body-size limits, rate limits and any authentication
+middleware still wrap it) and in front of routing. It recognises the four prediction paths by
+splitting the path string, reads the body, parses it with orjson, checks it against the model's
+signature with the check precompiled for that model (:meth:`LoadedVersion.rows_to_matrix`),
+calls the model (through the micro-batcher), counts the request on pre-bound metric series and
+writes an orjson response: no routing table walk, no dependency solving, no pydantic model per
+request. Any other request goes on to the app untouched.
+
+The FastAPI routes of the same paths (``serving.server``) stay declared: they document the
+endpoints in OpenAPI and answer through the same :func:`predict_v1` / :func:`infer_v2` when the
+middleware is not installed, so both ways give the same bytes and the same errors.
+
+Authorization hook: ``ModelServer.authorize`` (``None`` by default: no check) is called with the
+ASGI scope and the model name before anything else is read; it raises an ``AutotuneError``
+(401/403) to refuse, and may return an awaitable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from autotune.errors import AutotuneError, ValidationError
+from serving.errors import InvalidInputError
+from serving.runtime import MAX_ROWS, LoadedVersion, ModelServer
+from serving.schemas import Signature
+
+__all__ = ["FastPath", "predict_v1", "infer_v2", "request_id", "oip_matrix"]
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+# (status, body, extra headers) of one answered prediction request.
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+_JSON = (b"content-type", b"application/json")
+_RETRY = (b"retry-after", b"1")
+_PREDICT = "/predict"
+_INFER = "/infer"
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` when sane (printable, at most 128 characters), else a
+    fresh random one."""
+    for k, v in headers:
+        if k == b"x-request-id":
+            rid = v.decode("latin-1")
+            if rid and len(rid) <= 128 and rid.isprintable():
+                return rid
+            break
+    return os.urandom(16).hex()
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ValidationError(f"the body is not valid JSON: {e}", field="body") from None
+
+
+def _error(e: AutotuneError, rid: str) -> Answer:
+    headers = [(b"x-request-id", rid.encode("latin-1"))]
+    if e.retryable:
+        headers.append(_RETRY)
+    return e.status, orjson.dumps(e.to_payload()), headers
+
+
+async def _resolve(server: ModelServer, name: str, ref: str | None) -> tuple[LoadedVersion, Any]:
+    hit = server.lookup(name, ref)  # in memory: the common case, no await
+    if hit is not None:
+        return hit
+    return await server.get(name, ref)
+
+
+async def _authorize(server: ModelServer, scope: dict[str, Any], name: str) -> None:
+    if server.authorize is not None:
+        pending = server.authorize(scope, name)
+        if pending is not None:
+            await pending
+
+
+async def predict_v1(
+    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
+    t0: float,
+) -> Answer:  # fmt: skip
+    """Answer ``POST /v1/models/{name}[/versions/{ref}]/predict`` with ``body``.
+
+    Args:
+        server: the model server.
+        scope: the request's ASGI scope (headers, for the request id and authorization).
+        body: the request body (``{"rows": [...]}`` or ``{"entities": [...]}``).
+        name: the model; ``ref``: a version number, an alias, or ``None`` (production).
+        t0: ``time.perf_counter()`` when the request arrived (the latency metric).
+    """
+    rid = request_id(scope["headers"])
+    lv: LoadedVersion | None = None
+    alias = None
+    try:
+        await _authorize(server, scope, name)
+        payload = _parse(body)
+        lv, alias = await _resolve(server, name, ref)
+        if type(payload) is dict and len(payload) == 1 and "rows" in payload:
+            rows = payload["rows"]
+            if type(rows) is list and len(rows) > MAX_ROWS:
+                raise InvalidInputError(
+                    f"{len(rows)} rows in one request; at most {MAX_ROWS}", field="rows"
+                )
+            x = lv.rows_to_matrix(rows)
+        else:  # entities, or a malformed body: the general path explains
+            x = await server.features_to_matrix(lv, payload)
+        y = await lv.predict(x)
+    except AutotuneError as e:
+        server.observe_failure(name, lv, alias, "v1_predict", e.status, time.perf_counter() - t0)
+        return _error(e, rid)
+    except BaseException:
+        server.observe_failure(name, lv, alias, "v1_predict", 500, time.perf_counter() - t0)
+        raise
+    seconds = time.perf_counter() - t0
+    lv.series(alias, "v1_predict").ok(seconds, x.shape[0])
+    if server.prediction_log.sample_rate > 0.0:
+        server.prediction_log.maybe_log(
+            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
+        )
+    out = orjson.dumps(
+        {
+            "model": name,
+            "version": lv.number,
+            "alias": alias,
+            "predictions": y.tolist(),
+            "request_id": rid,
+        }
+    )
+    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+
+
+_OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64"}  # fmt: skip
+_OUT_TYPES = {
+    "f": {4: "FP32", 8: "FP64", 2: "FP16"},
+    "i": {8: "INT64", 4: "INT32"},
+    "b": {1: "BOOL"},
+}
+
+
+def oip_matrix(signature: Signature, inputs: Any) -> np.ndarray:
+    """OIP input tensors -> (n_rows, n_features): one tensor per feature (named by it), or one
+    (n_rows, n_features) tensor holding the features in signature order."""
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError("inputs must be a non-empty list of tensors", field="inputs")
+    names = signature.names
+    tensors: dict[str, list[Any]] = {}
+    for i, t in enumerate(inputs):
+        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
+            raise InvalidInputError(
+                f"inputs[{i}] must have name, shape, datatype and data", field=f"inputs.{i}"
+            )
+        shape, data = t["shape"], t["data"]
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise InvalidInputError(
+                f"inputs[{i}].shape must be a list of sizes", field=f"inputs.{i}.shape"
+            )
+        size = 1
+        for d in shape:
+            size *= d
+        flat = _flatten(data)
+        if flat is None or len(flat) != size:
+            raise InvalidInputError(
+                f"inputs[{i}].data must be a list of {size} values (shape {shape})",
+                field=f"inputs.{i}.data",
+            )
+        if (
+            len(inputs) == 1
+            and t["name"] not in names
+            and len(shape) == 2
+            and shape[1] == len(names)
+        ):
+            if t["datatype"] not in _OIP_NUMERIC:
+                raise InvalidInputError(
+                    f"inputs[0].datatype {t['datatype']!r} is not numeric",
+                    field="inputs.0.datatype",
+                )
+            if not set(map(type, flat)) <= {int, float, bool}:
+                raise InvalidInputError(
+                    "inputs[0].data must hold numbers only", field="inputs.0.data"
+                )
+            if shape[0] == 0 or shape[0] > MAX_ROWS:
+                raise InvalidInputError(f"1 to {MAX_ROWS} rows per request", field="inputs.0.shape")
+            return np.asarray(flat, dtype=np.float32).reshape(shape)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidInputError(
+                f"inputs[{i}] ({t['name']!r}) must have shape [n] or [n, 1], or be a single "
+                f"[n, {len(names)}] tensor with the features {names} in order",
+                field=f"inputs.{i}.shape",
+            )
+        tensors[str(t["name"])] = flat
+    return signature.columns_to_matrix(tensors, field="inputs")
+
+
+def _flatten(data: Any) -> list[Any] | None:
+    if not isinstance(data, list):
+        return None
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list[Any] = []
+    for d in data:
+        sub = _flatten(d)
+        if sub is None:
+            return None
+        out.extend(sub)
+    return out
+
+
+async def infer_v2(
+    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
+    t0: float,
+) -> Answer:  # fmt: skip
+    """Answer ``POST /v2/models/{name}[/versions/{ref}]/infer`` (Open Inference Protocol)."""
+    rid = request_id(scope["headers"])
+    lv: LoadedVersion | None = None
+    alias = None
+    try:
+        await _authorize(server, scope, name)
+        payload = _parse(body)
+        if not isinstance(payload, dict):
+            raise InvalidInputError('the body must be an object {"inputs": [...]}', field="body")
+        lv, alias = await _resolve(server, name, ref)
+        x = oip_matrix(lv.version.signature, payload.get("inputs"))
+        y = await lv.predict(x)
+    except AutotuneError as e:
+        server.observe_failure(name, lv, alias, "v2_infer", e.status, time.perf_counter() - t0)
+        return _error(e, rid)
+    except BaseException:
+        server.observe_failure(name, lv, alias, "v2_infer", 500, time.perf_counter() - t0)
+        raise
+    seconds = time.perf_counter() - t0
+    lv.series(alias, "v2_infer").ok(seconds, x.shape[0])
+    if server.prediction_log.sample_rate > 0.0:
+        server.prediction_log.maybe_log(
+            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
+        )
+    dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
+    out = orjson.dumps(
+        {
+            "model_name": name,
+            "model_version": lv.label,
+            "id": str(payload.get("id") or rid),
+            "parameters": {"alias": alias, "request_id": rid},
+            "outputs": [
+                {
+                    "name": lv.version.output_schema.name,
+                    "shape": list(y.shape),
+                    "datatype": dtype,
+                    "data": y.ravel().tolist(),
+                }
+            ],
+        }
+    )
+    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+
+
+class FastPath:
+    """Pure ASGI middleware answering the prediction ``POST`` paths itself.
+
+    Args:
+        app: the app behind it (everything else goes there).
+        server: the model server.
+        v1_prefix: where the /v1 model routes are mounted.
+    """
+
+    def __init__(self, app: ASGIApp, server: ModelServer, v1_prefix: str = "/v1") -> None:
+        self.app = app
+        self.server = server
+        self._v1 = v1_prefix.rstrip("/") + "/models/"
+        self._v2 = "/v2/models/"
+
+    def match(self, path: str) -> tuple[Any, str, str | None] | None:
+        """(handler, name, ref) of a prediction path, else None. Path parameters match one
+        non-empty segment each, as the routes' ``{name}`` and ``{ref}`` do."""
+        if path.endswith(_PREDICT) and path.startswith(self._v1):
+            handler: Any = predict_v1
+            parts = path[len(self._v1) : -len(_PREDICT)].split("/")
+        elif path.endswith(_INFER) and path.startswith(self._v2):
+            handler = infer_v2
+            parts = path[len(self._v2) : -len(_INFER)].split("/")
+        else:
+            return None
+        if len(parts) == 1 and parts[0]:
+            return handler, parts[0], None
+        if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+            return handler, parts[0], parts[2]
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            hit = self.match(path)
+            if hit is not None:
+                t0 = time.perf_counter()
+                handler, name, ref = hit
+                message = await receive()
+                body = message.get("body", b"")
+                if message.get("more_body", False):
+                    chunks = [body]
+                    while message.get("more_body", False):
+                        message = await receive()
+                        if message["type"] != "http.request":
+                            return  # the client went away
+                        chunks.append(message.get("body", b""))
+                    body = b"".join(chunks)
+                elif message["type"] != "http.request":
+                    return
+                status, out, headers = await handler(self.server, scope, body, name, ref, t0)
+                headers.append(_JSON)
+                headers.append((b"content-length", str(len(out)).encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": out})
+                return
+        await self.app(scope, receive, send)

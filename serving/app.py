@@ -22,11 +22,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 import autotune
 from autotune.errors import AutotuneError, ValidationError
 from autotune.storage.engine import Database
 from serving.batching import BatchingConfig
+from serving.fastpath import FastPath
 from serving.loaders import DEFAULT_SKOPS_TRUSTED_TYPES, LoaderOptions
 from serving.registry import ModelRegistry
 from serving.server import (
@@ -138,6 +140,9 @@ def install_serving(
         admin: include registration and alias moves (off for serving-only replicas).
     """
     app.state.model_server = server
+    # The predict and infer POSTs are answered by a pure ASGI fast path in front of routing. It
+    # goes innermost among the app's middleware, so that limits and auth still wrap it.
+    app.user_middleware.append(Middleware(FastPath, server=server, v1_prefix=api_prefix))
     # Routes are matched in order: the predict paths first.
     app.include_router(v1_router, prefix=api_prefix)
     app.include_router(oip_router)

@@ -67,6 +67,7 @@ from autotune.models import (
     Trial,
     TrialState,
 )
+from autotune.projects import DEFAULT_PROJECT, check_project
 from autotune.space import Params
 from autotune.stoppers import Curve, make_stopper, validate_stopper_config
 from autotune.storage.engine import Database
@@ -81,7 +82,14 @@ from autotune.storage.schema import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-__all__ = ["StudyService", "Page", "ReportResult", "SuggestResult", "QueuedConfig"]
+__all__ = [
+    "StudyService",
+    "ProjectStudies",
+    "Page",
+    "ReportResult",
+    "SuggestResult",
+    "QueuedConfig",
+]
 
 MAX_SUGGEST_COUNT = 1000
 MAX_PAGE_LIMIT = 1000
@@ -116,7 +124,9 @@ _S, _T, _Q, _I = _studies.c, _trials.c, _queue.c, _ivalues.c
 # Row attribute names follow the models' (``meta`` for the ``metadata`` column).
 _STUDY_COLUMNS = tuple(c.label("meta") if c.name == "metadata" else c for c in _studies.c)
 # The trial columns that make a ``Trial`` (everything but ids and flags).
-_SELECT_STUDY = select(*_STUDY_COLUMNS).where(_S.name == bindparam("b_name"))
+_SELECT_STUDY = select(*_STUDY_COLUMNS).where(
+    _S.project == bindparam("b_project"), _S.name == bindparam("b_name")
+)
 _SELECT_STUDY_FOR_UPDATE = _SELECT_STUDY.with_for_update()
 _TRIAL_COLUMNS = (
     _T.number,
@@ -189,7 +199,11 @@ _SELECT_TRIAL_WITH_STUDY = (
         _S.created_at.label("study_created_at"),
     )
     .join(_studies, _S.id == _T.study_id)
-    .where(_S.name == bindparam("b_name"), _T.number == bindparam("b_number"))
+    .where(
+        _S.project == bindparam("b_project"),
+        _S.name == bindparam("b_name"),
+        _T.number == bindparam("b_number"),
+    )
 )
 # A report to a study with a stopper holds the study row (PostgreSQL), as suggest does, so that
 # racing reports decide one after the other; the trial's state is read again under the lock.
@@ -308,11 +322,12 @@ class StudyService:
         self._designers: OrderedDict[tuple[int, datetime], _Slot] = OrderedDict()
         self._designers_lock = threading.Lock()
         # Study name -> its expensive designer's slot, a hint for suggest (checked as it goes).
-        self._slot_hints: dict[str, _Slot] = {}
+        self._slot_hints: dict[tuple[str, str], _Slot] = {}
         self._precompute = precompute and os.environ.get("AUTOTUNE_PRECOMPUTE", "1") != "0"
         self._precompute_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None  # started by the first precompute
-        self._scheduled: set[str] = set()  # studies with a precompute waiting to start
+        # (project, study) with a precompute waiting to start
+        self._scheduled: set[tuple[str, str]] = set()
         self._futures: set[Future[None]] = set()
         self._closed = False
         if migrate:
@@ -337,6 +352,10 @@ class StudyService:
     def precompute(self) -> bool:
         """Whether the next suggestion of expensive designers is computed in the background."""
         return self._precompute
+
+    def scoped(self, project: str) -> ProjectStudies:
+        """This service with every call in ``project``."""
+        return ProjectStudies(self, check_project(project))
 
     def close(self) -> None:
         """Stop the background work (waiting for a computation under way) and the engines."""
@@ -367,17 +386,21 @@ class StudyService:
     # ------------------------------------------------------------------------------------------
     # studies
     # ------------------------------------------------------------------------------------------
-    def create_study(self, spec: StudySpec | Mapping[str, Any]) -> Study:
+    def create_study(
+        self, spec: StudySpec | Mapping[str, Any], *, project: str = DEFAULT_PROJECT
+    ) -> Study:
         """Create a study from a spec (validated here). A missing seed is drawn and stored.
 
         Args:
             spec: a ``StudySpec`` or its JSON form (name, space, objectives, ...).
+            project: the project it belongs to (names are unique per project).
 
         Raises:
             ValidationError: a bad spec or an unknown algorithm.
             AlreadyExistsError: a study of that name exists.
         """
         spec = StudySpec.parse(dict(spec) if isinstance(spec, Mapping) else spec)
+        check_project(project)
         names = designer_names()
         if spec.algorithm not in names:
             raise ValidationError(
@@ -393,11 +416,14 @@ class StudyService:
         def work(s: Session, attempt: int) -> Study:
             if attempt:
                 # A retry after a commit whose acknowledgement was lost: our own study is there.
-                mine = s.scalars(select(StudyRow).where(_S.name == spec.name)).one_or_none()
+                mine = s.scalars(
+                    select(StudyRow).where(_S.project == project, _S.name == spec.name)
+                ).one_or_none()
                 if mine is not None and mine.seed == seed and mine.space == space:
                     return _study(mine)
             now = self._now()
             row = StudyRow(
+                project=project,
                 name=spec.name,
                 state=StudyState.ACTIVE.value,
                 space=space,
@@ -427,23 +453,30 @@ class StudyService:
 
         return self._db.run(work, write=True)
 
-    def get_study(self, name: str) -> Study:
+    def get_study(self, name: str, *, project: str = DEFAULT_PROJECT) -> Study:
         """The study named ``name``.
 
         Args:
-            name: the study's unique name.
+            name: the study's name, unique in its project.
+            project: the project.
 
         Raises:
             NotFoundError: no study has that name.
         """
-        return self._db.run(lambda s, _: _study(self._study_row(s, name)), write=False)
+        return self._db.run(lambda s, _: _study(self._study_row(s, name, project)), write=False)
 
     def list_studies(
-        self, *, state: StudyState | None = None, offset: int = 0, limit: int = 50
+        self,
+        *,
+        state: StudyState | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        project: str = DEFAULT_PROJECT,
     ) -> Page[Study]:
-        """Studies ordered by id, with ``n_trials`` filled.
+        """A project's studies ordered by id, with ``n_trials`` filled.
 
         Args:
+            project: the project.
             state: only studies in this state.
             offset: how many to skip.
             limit: at most this many (1 to 1000).
@@ -455,7 +488,9 @@ class StudyService:
         _check_page(offset, limit)
 
         def work(s: Session, _attempt: int) -> Page[Study]:
-            where = [_S.state == state_v.value] if state_v is not None else []
+            where = [_S.project == project]
+            if state_v is not None:
+                where.append(_S.state == state_v.value)
             total = s.scalar(select(func.count()).select_from(_studies).where(*where)) or 0
             rows = s.execute(
                 select(*_STUDY_COLUMNS).where(*where).order_by(_S.id).offset(offset).limit(limit)
@@ -466,7 +501,9 @@ class StudyService:
 
         return self._db.run(work, write=False)
 
-    def set_study_state(self, name: str, state: StudyState) -> Study:
+    def set_study_state(
+        self, name: str, state: StudyState, *, project: str = DEFAULT_PROJECT
+    ) -> Study:
         """Pause, resume or complete a study. Completing is final.
 
         Args:
@@ -481,7 +518,7 @@ class StudyService:
         new = _study_state(state)
 
         def work(s: Session, _attempt: int) -> Study:
-            row = self._study_row(s, name, lock=True)
+            row = self._study_row(s, name, project, lock=True)
             if row.state == new.value:
                 return _study(row)
             if row.state == StudyState.COMPLETED.value:
@@ -498,7 +535,7 @@ class StudyService:
 
         return self._db.run(work, write=True)
 
-    def delete_study(self, name: str) -> None:
+    def delete_study(self, name: str, *, project: str = DEFAULT_PROJECT) -> None:
         """Delete a study with its trials, intermediate values and queue.
 
         Args:
@@ -510,7 +547,7 @@ class StudyService:
 
         def work(s: Session, _attempt: int) -> None:
             _check_name(name)
-            res = s.execute(delete(_studies).where(_S.name == name))
+            res = s.execute(delete(_studies).where(_S.project == project, _S.name == name))
             if res.rowcount == 0:
                 raise _study_not_found(name)
 
@@ -519,7 +556,14 @@ class StudyService:
     # ------------------------------------------------------------------------------------------
     # trials
     # ------------------------------------------------------------------------------------------
-    def suggest(self, name: str, *, count: int = 1, client_id: str | None = None) -> SuggestResult:
+    def suggest(
+        self,
+        name: str,
+        *,
+        count: int = 1,
+        client_id: str | None = None,
+        project: str = DEFAULT_PROJECT,
+    ) -> SuggestResult:
         """Hand out up to ``count`` new running trials (fewer when ``max_trials`` is near).
 
         Args:
@@ -559,7 +603,7 @@ class StudyService:
         def attempt(inline: bool) -> SuggestResult | None:
             return self._db.run(
                 lambda s, _: self._suggest(
-                    s, name, count=count, client_id=client_id, inline=inline
+                    s, name, project, count=count, client_id=client_id, inline=inline
                 ),
                 write=True,
             )
@@ -569,7 +613,7 @@ class StudyService:
         # that threads of this process take turns instead of invalidating each other's work,
         # and prepares a proposal outside the transaction; the last try computes inside (only
         # once a _Stale confirmed that the slot held is the study's: no lock-order surprise).
-        held: _Slot | None = self._slot_hints.get(name)
+        held: _Slot | None = self._slot_hints.get((project, name))
         confirmed = False
         tries = 0
         busy = False
@@ -578,7 +622,7 @@ class StudyService:
             busy = True
         try:
             if busy:
-                self._prepare(name, count=count, client_id=client_id)
+                self._prepare(name, project, count=count, client_id=client_id)
             while True:
                 try:
                     out = attempt(confirmed and tries >= _OPTIMISTIC_TRIES)
@@ -590,7 +634,7 @@ class StudyService:
                         held.lock.acquire()
                     confirmed = True
                     tries += 1
-                    self._prepare(name, count=count, client_id=client_id)
+                    self._prepare(name, project, count=count, client_id=client_id)
                     continue
                 if out is not None:
                     return out
@@ -600,7 +644,14 @@ class StudyService:
                 held.lock.release()
 
     def _suggest(
-        self, s: Session, name: str, *, count: int, client_id: str | None, inline: bool
+        self,
+        s: Session,
+        name: str,
+        project: str,
+        *,
+        count: int,
+        client_id: str | None,
+        inline: bool,
     ) -> SuggestResult | None:
         """The write transaction of suggest.
 
@@ -608,7 +659,7 @@ class StudyService:
         caller starts again). Raises ``_Stale`` when an expensive designer has no proposal for
         the current history, unless ``inline`` (the last resort: compute it here).
         """
-        study_row = self._study_row(s, name, lock=True)
+        study_row = self._study_row(s, name, project, lock=True)
         study = _study(study_row)
         sid = study_row.id
         study_changes: dict[str, Any] = {}
@@ -633,7 +684,7 @@ class StudyService:
                         for r in expired
                     ],
                 )
-                if not inline and self._slot(study).expensive:
+                if not inline and self._slot(study, project).expensive:
                     return None
 
         # (2) The same client asking again gets its running trials back.
@@ -694,7 +745,7 @@ class StudyService:
         designer_name = study.designer_info.get("designer")
         if len(configs) < count:
             n_new = count - len(configs)
-            slot = self._slot(study)
+            slot = self._slot(study, project)
             key: _HistoryKey = (
                 n_total,
                 n_running,
@@ -771,6 +822,7 @@ class StudyService:
         values: Mapping[str, float],
         *,
         metadata: Mapping[str, Any] | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> Trial:
         """Complete a trial with its metrics: every objective, optionally constraint metrics.
 
@@ -797,7 +849,7 @@ class StudyService:
         meta = _check_metadata(metadata)
 
         def work(s: Session, attempt: int) -> Trial:
-            row = self._trial_with_study(s, name, number)
+            row = self._trial_with_study(s, name, number, project)
             clean = _check_values(row, values)
             if row.state in _FINISHED:
                 # A retry after a commit whose acknowledgement was lost: same result, success.
@@ -820,10 +872,18 @@ class StudyService:
         changed: list[Row[Any]] = []
         trial = self._db.run(work, write=True)
         if changed:
-            self._precompute_soon(name, changed[-1])
+            self._precompute_soon(name, project, changed[-1])
         return trial
 
-    def report(self, name: str, number: int, *, step: int, value: float) -> ReportResult:
+    def report(
+        self,
+        name: str,
+        number: int,
+        *,
+        step: int,
+        value: float,
+        project: str = DEFAULT_PROJECT,
+    ) -> ReportResult:
         """Store an intermediate value (re-reporting a step overwrites it); refreshes the
         heartbeat. ``should_stop`` says whether the study's stopper wants the trial stopped.
 
@@ -856,7 +916,7 @@ class StudyService:
         value = _finite(value, field="value", what="value")
 
         def work(s: Session, _attempt: int) -> ReportResult:
-            row = self._trial_with_study(s, name, number)
+            row = self._trial_with_study(s, name, number, project)
             stopper = row.study_stopper
             if stopper is not None and stopper.get("type") == "none":
                 stopper = None
@@ -882,10 +942,10 @@ class StudyService:
         changed: list[Row[Any]] = []
         result = self._db.run(work, write=True)
         if changed:
-            self._precompute_soon(name, changed[-1])
+            self._precompute_soon(name, project, changed[-1])
         return result
 
-    def fail(self, name: str, number: int, *, reason: str) -> Trial:
+    def fail(self, name: str, number: int, *, reason: str, project: str = DEFAULT_PROJECT) -> Trial:
         """Mark a trial failed.
 
         Args:
@@ -902,7 +962,7 @@ class StudyService:
         reason = str(reason)[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
 
         def work(s: Session, attempt: int) -> Trial:
-            row = self._trial_with_study(s, name, number)
+            row = self._trial_with_study(s, name, number, project)
             if row.state in _FINISHED:
                 if attempt and row.state == TrialState.FAILED.value and row.error == reason:
                     return self._trial_from_joined(s, row)
@@ -917,10 +977,10 @@ class StudyService:
         changed: list[Row[Any]] = []
         trial = self._db.run(work, write=True)
         if changed:
-            self._precompute_soon(name, changed[-1])
+            self._precompute_soon(name, project, changed[-1])
         return trial
 
-    def heartbeat(self, name: str, number: int) -> Trial:
+    def heartbeat(self, name: str, number: int, *, project: str = DEFAULT_PROJECT) -> Trial:
         """Tell the service a running trial is alive (it is not abandoned while it beats).
 
         Args:
@@ -934,7 +994,7 @@ class StudyService:
         number = _check_number(number)
 
         def work(s: Session, _attempt: int) -> Trial:
-            row = self._trial_with_study(s, name, number)
+            row = self._trial_with_study(s, name, number, project)
             if row.state in _FINISHED:
                 raise _finished(name, number, row.state)
             now = self._now()
@@ -943,7 +1003,9 @@ class StudyService:
 
         return self._db.run(work, write=True)
 
-    def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig:
+    def enqueue(
+        self, name: str, params: Mapping[str, Any], *, project: str = DEFAULT_PROJECT
+    ) -> QueuedConfig:
         """Queue a configuration of the user's to be handed out before the designer's.
 
         Args:
@@ -956,7 +1018,7 @@ class StudyService:
         """
 
         def work(s: Session, _attempt: int) -> QueuedConfig:
-            row = self._study_row(s, name)
+            row = self._study_row(s, name, project)
             clean = _study(row).search_space().validate_params(params)
             qid = s.scalar(
                 insert(_queue)
@@ -974,7 +1036,7 @@ class StudyService:
 
         return self._db.run(work, write=True)
 
-    def get_trial(self, name: str, number: int) -> Trial:
+    def get_trial(self, name: str, number: int, *, project: str = DEFAULT_PROJECT) -> Trial:
         """One trial, with its intermediate values.
 
         Args:
@@ -987,7 +1049,7 @@ class StudyService:
         number = _check_number(number)
 
         def work(s: Session, _attempt: int) -> Trial:
-            return self._trial_from_joined(s, self._trial_with_study(s, name, number))
+            return self._trial_from_joined(s, self._trial_with_study(s, name, number, project))
 
         return self._db.run(work, write=False)
 
@@ -998,6 +1060,7 @@ class StudyService:
         state: TrialState | None = None,
         offset: int = 0,
         limit: int = 100,
+        project: str = DEFAULT_PROJECT,
     ) -> Page[Trial]:
         """A study's trials ordered by number, with their intermediate values.
 
@@ -1015,7 +1078,7 @@ class StudyService:
         _check_page(offset, limit)
 
         def work(s: Session, _attempt: int) -> Page[Trial]:
-            sid = self._study_id(s, name)
+            sid = self._study_id(s, name, project)
             where = [_T.study_id == sid]
             if state_v is not None:
                 where.append(_T.state == state_v.value)
@@ -1036,7 +1099,7 @@ class StudyService:
 
         return self._db.run(work, write=False)
 
-    def best_trials(self, name: str) -> list[Trial]:
+    def best_trials(self, name: str, *, project: str = DEFAULT_PROJECT) -> list[Trial]:
         """The best completed feasible trial (one objective) or the Pareto-optimal completed
         feasible trials (several objectives, ordered by number); empty when there is none.
 
@@ -1048,7 +1111,7 @@ class StudyService:
         """
 
         def work(s: Session, _attempt: int) -> list[Trial]:
-            study = _study(self._study_row(s, name))
+            study = _study(self._study_row(s, name, project))
             rows = s.execute(
                 select(_T.number, _T["values"]).where(
                     _T.study_id == study.id, _T.state == _COMPLETED
@@ -1069,31 +1132,31 @@ class StudyService:
     # ------------------------------------------------------------------------------------------
     # helpers (all run inside a transaction)
     # ------------------------------------------------------------------------------------------
-    def _study_row(self, s: Session, name: str, *, lock: bool = False) -> Row[Any]:
+    def _study_row(self, s: Session, name: str, project: str, *, lock: bool = False) -> Row[Any]:
         """The study's row; ``lock`` holds it (``FOR UPDATE``) to the end of the transaction
         on PostgreSQL, where SQLite's write transaction already excludes every other writer."""
         _check_name(name)
         stmt = _SELECT_STUDY_FOR_UPDATE if lock and self._db.is_postgres else _SELECT_STUDY
-        row = s.execute(stmt, {"b_name": name}).one_or_none()
+        row = s.execute(stmt, {"b_project": project, "b_name": name}).one_or_none()
         if row is None:
             raise _study_not_found(name)
         return row
 
-    def _study_id(self, s: Session, name: str) -> int:
+    def _study_id(self, s: Session, name: str, project: str) -> int:
         _check_name(name)
-        sid = s.scalar(select(_S.id).where(_S.name == name))
+        sid = s.scalar(select(_S.id).where(_S.project == project, _S.name == name))
         if sid is None:
             raise _study_not_found(name)
         return sid
 
-    def _trial_with_study(self, s: Session, name: str, number: int) -> Row[Any]:
+    def _trial_with_study(self, s: Session, name: str, number: int, project: str) -> Row[Any]:
         """The trial's row with what observe needs of its study, in one query."""
         _check_name(name)
         row = s.execute(
-            _SELECT_TRIAL_WITH_STUDY, {"b_name": name, "b_number": number}
+            _SELECT_TRIAL_WITH_STUDY, {"b_project": project, "b_name": name, "b_number": number}
         ).one_or_none()
         if row is None:
-            sid = self._study_id(s, name)  # raises for an unknown study
+            sid = self._study_id(s, name, project)  # raises for an unknown study
             n = s.scalar(select(_S.n_trials).where(_S.id == sid))
             raise NotFoundError(
                 f"study {name!r} has no trial {number}; its trials are numbered 0 to {(n or 0) - 1}"
@@ -1269,7 +1332,7 @@ class StudyService:
         inter = self._intermediate(s, [row.id]).get(row.id, []) if row.has_intermediate else []
         return _trial(row, intermediate=inter, **changes)
 
-    def _slot(self, study: Study) -> _Slot:
+    def _slot(self, study: Study, project: str) -> _Slot:
         """The study's designer slot in this process. Keyed by creation time too: SQLite may
         reuse a deleted study's id; a study's space, objectives and algorithm never change."""
         key = (study.id, study.created_at)
@@ -1284,7 +1347,7 @@ class StudyService:
             while len(self._designers) > _DESIGNER_CACHE_SIZE:
                 self._designers.popitem(last=False)
             if slot.expensive:
-                self._slot_hints[study.name] = slot
+                self._slot_hints[(project, study.name)] = slot
                 while len(self._slot_hints) > _DESIGNER_CACHE_SIZE:
                     self._slot_hints.pop(next(iter(self._slot_hints)))
         return slot
@@ -1328,7 +1391,7 @@ class StudyService:
         slot.plan = plan
         return plan
 
-    def _precompute_soon(self, name: str, row: Row[Any]) -> None:
+    def _precompute_soon(self, name: str, project: str, row: Row[Any]) -> None:
         """After a trial of study ``name`` finished: if its designer is expensive, compute the
         next suggestion in the background (at most one waiting job per study: the job reads
         the history when it starts, so later changes are in it)."""
@@ -1342,14 +1405,14 @@ class StudyService:
         if not expensive:
             return
         with self._precompute_lock:
-            if self._closed or name in self._scheduled:
+            if self._closed or (project, name) in self._scheduled:
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     max_workers=_PRECOMPUTE_WORKERS, thread_name_prefix="autotune-precompute"
                 )
-            self._scheduled.add(name)
-            future = self._pool.submit(self._precompute_job, name)
+            self._scheduled.add((project, name))
+            future = self._pool.submit(self._precompute_job, name, project)
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
@@ -1357,20 +1420,20 @@ class StudyService:
         with self._precompute_lock:
             self._futures.discard(future)
 
-    def _precompute_job(self, name: str) -> None:
+    def _precompute_job(self, name: str, project: str) -> None:
         with self._precompute_lock:
-            self._scheduled.discard(name)
+            self._scheduled.discard((project, name))
             if self._closed:
                 return
         try:
-            self._prepare(name, count=1, client_id=None)
+            self._prepare(name, project, count=1, client_id=None)
         except NotFoundError:
             pass  # deleted meanwhile
         except Exception:
             # Only an optimisation: the next suggest computes (and reports) it again.
             log.warning("precomputing the next suggestion of study %r failed", name, exc_info=True)
 
-    def _prepare(self, name: str, *, count: int, client_id: str | None) -> None:
+    def _prepare(self, name: str, project: str, *, count: int, client_id: str | None) -> None:
         """Compute the proposal that a suggest of ``count`` would need now, with no transaction
         open, and keep it in the study's slot (the optimistic half of suggest).
 
@@ -1379,12 +1442,12 @@ class StudyService:
         """
 
         def read(s: Session, _attempt: int) -> tuple[Any, ...] | None:
-            row = self._study_row(s, name)
+            row = self._study_row(s, name, project)
             study = _study(row)
             sid = row.id
             if study.state != StudyState.ACTIVE:
                 return None
-            slot = self._slot(study)
+            slot = self._slot(study, project)
             if not slot.expensive:
                 return None
             if client_id is not None and s.scalar(
@@ -1422,6 +1485,90 @@ class StudyService:
         with slot.lock:
             if slot.plan_for(key) is None:
                 self._propose(slot, study, key, completed=completed, pending=pending)
+
+
+class ProjectStudies:
+    """A :class:`StudyService` seen from one project: the same methods with ``project`` bound.
+
+    What the API hands its routes (and the figure cache), so that no route can forget the
+    project of the request. Costs nothing to make: it shares the service.
+
+    Args:
+        service: the process-wide service.
+        project: the project every call runs in.
+    """
+
+    __slots__ = ("service", "project")
+
+    def __init__(self, service: StudyService, project: str) -> None:
+        self.service = service
+        self.project = project
+
+    @property
+    def db(self) -> Database:
+        return self.service.db
+
+    def create_study(self, spec: StudySpec | Mapping[str, Any]) -> Study:
+        return self.service.create_study(spec, project=self.project)
+
+    def get_study(self, name: str) -> Study:
+        return self.service.get_study(name, project=self.project)
+
+    def list_studies(
+        self, *, state: StudyState | None = None, offset: int = 0, limit: int = 50
+    ) -> Page[Study]:
+        return self.service.list_studies(
+            state=state, offset=offset, limit=limit, project=self.project
+        )
+
+    def set_study_state(self, name: str, state: StudyState) -> Study:
+        return self.service.set_study_state(name, state, project=self.project)
+
+    def delete_study(self, name: str) -> None:
+        self.service.delete_study(name, project=self.project)
+
+    def suggest(self, name: str, *, count: int = 1, client_id: str | None = None) -> SuggestResult:
+        return self.service.suggest(name, count=count, client_id=client_id, project=self.project)
+
+    def observe(
+        self,
+        name: str,
+        number: int,
+        values: Mapping[str, float],
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Trial:
+        return self.service.observe(name, number, values, metadata=metadata, project=self.project)
+
+    def report(self, name: str, number: int, *, step: int, value: float) -> ReportResult:
+        return self.service.report(name, number, step=step, value=value, project=self.project)
+
+    def fail(self, name: str, number: int, *, reason: str) -> Trial:
+        return self.service.fail(name, number, reason=reason, project=self.project)
+
+    def heartbeat(self, name: str, number: int) -> Trial:
+        return self.service.heartbeat(name, number, project=self.project)
+
+    def enqueue(self, name: str, params: Mapping[str, Any]) -> QueuedConfig:
+        return self.service.enqueue(name, params, project=self.project)
+
+    def get_trial(self, name: str, number: int) -> Trial:
+        return self.service.get_trial(name, number, project=self.project)
+
+    def list_trials(
+        self,
+        name: str,
+        *,
+        state: TrialState | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[Trial]:
+        return self.service.list_trials(
+            name, state=state, offset=offset, limit=limit, project=self.project
+        )
+
+    def best_trials(self, name: str) -> list[Trial]:
+        return self.service.best_trials(name, project=self.project)
 
 
 # ----------------------------------------------------------------------------------------------

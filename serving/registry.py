@@ -39,8 +39,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from autotune.errors import ValidationError
+from autotune.projects import (
+    DEFAULT_PROJECT,
+    PROJECT_PATTERN,
+    current_project,
+    qualify,
+    split_qualified,
+)
 from autotune.storage.engine import Database
-from autotune.storage.schema import BigIntPK, JSONType, UTCDateTime
+from autotune.storage.schema import PROJECT_LENGTH, BigIntPK, JSONType, UTCDateTime
 from serving.artifacts import ArtifactStore, format_from_path
 from serving.errors import AliasConflictError, ModelNotFoundError
 from serving.schemas import (
@@ -79,9 +86,12 @@ model_names = Table(
     "model_names",
     metadata,
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
+    # The tenant (autotune.projects); names are unique within a project.
+    Column("project", String(PROJECT_LENGTH), nullable=False, server_default=DEFAULT_PROJECT),
+    Column("name", String(128), nullable=False),
     Column("description", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("project", "name", name="uq_model_names_project_name"),
 )
 model_versions = Table(
     "model_versions",
@@ -151,15 +161,20 @@ model_comparisons = Table(
 
 
 def get_model_row(session: Session, *, name: str, for_update: bool = False) -> Any:
-    q = select(model_names).where(model_names.c.name == name)
+    """The model's row; ``name`` may be qualified with its project (``project~name``)."""
+    project, bare = split_qualified(name)
+    q = select(model_names).where(model_names.c.project == project, model_names.c.name == bare)
     if for_update:
         q = q.with_for_update()
     return session.execute(q).first()
 
 
 def insert_model(session: Session, *, name: str, description: str | None, now: datetime) -> int:
+    project, bare = split_qualified(name)
     res = session.execute(
-        insert(model_names).values(name=name, description=description, created_at=now)
+        insert(model_names).values(
+            project=project, name=bare, description=description, created_at=now
+        )
     )
     return int(res.inserted_primary_key[0])
 
@@ -266,20 +281,21 @@ def list_comparison_rows(session: Session, *, model_id: int, limit: int = 100) -
 
 
 def alias_table(session: Session) -> dict[tuple[str, str], int]:
-    """Every (model name, alias) -> version: the server polls this (it is small)."""
-    q = select(model_names.c.name, model_aliases.c.alias, model_aliases.c.version).join(
-        model_names, model_names.c.id == model_aliases.c.model_id
-    )
-    return {(n, a): int(v) for n, a, v in session.execute(q)}
+    """Every (model name, alias) -> version of every project, names qualified (see
+    :mod:`autotune.projects`): the server polls this (it is small)."""
+    q = select(
+        model_names.c.project, model_names.c.name, model_aliases.c.alias, model_aliases.c.version
+    ).join(model_names, model_names.c.id == model_aliases.c.model_id)
+    return {(qualify(p, n), a): int(v) for p, n, a, v in session.execute(q)}
 
 
 def latest_versions(session: Session) -> dict[str, int]:
     q = (
-        select(model_names.c.name, func.max(model_versions.c.version))
+        select(model_names.c.project, model_names.c.name, func.max(model_versions.c.version))
         .join(model_names, model_names.c.id == model_versions.c.model_id)
-        .group_by(model_names.c.name)
+        .group_by(model_names.c.project, model_names.c.name)
     )
-    return {n: int(v) for n, v in session.execute(q)}
+    return {qualify(p, n): int(v) for p, n, v in session.execute(q)}
 
 
 # ---------------------------------------------------------------------------------- the service
@@ -293,8 +309,16 @@ def parse_ref(ref: int | str) -> int | str:
     return int(s) if s.isdigit() else ref
 
 
+def _valid_name(name: Any) -> bool:
+    """A model name, or one qualified with a valid project."""
+    if not isinstance(name, str):
+        return False
+    project, bare = split_qualified(name)
+    return bool(MODEL_NAME_PATTERN.match(bare) and PROJECT_PATTERN.match(project))
+
+
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not MODEL_NAME_PATTERN.match(name):
+    if not _valid_name(name):
         raise ValidationError(
             f"model name {name!r} is not allowed: use 1-128 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'",
@@ -318,9 +342,14 @@ def _default_actor() -> str:
         return os.environ.get("USER") or "unknown"
 
 
+def _bare(name: str) -> str:
+    """The name users see: without the project (a request only ever sees its own project)."""
+    return split_qualified(name)[1]
+
+
 def _version_from_row(name: str, row: Any, aliases: Sequence[str] = ()) -> ModelVersion:
     return ModelVersion(
-        name=name,
+        name=_bare(name),
         version=row.version,
         artifact=ArtifactRef(
             sha256=row.artifact_sha256, format=row.artifact_format, size=row.artifact_size
@@ -341,7 +370,7 @@ def _version_from_row(name: str, row: Any, aliases: Sequence[str] = ()) -> Model
 def _event_from_row(name: str, row: Any) -> AliasEvent:
     return AliasEvent(
         id=row.id,
-        name=name,
+        name=_bare(name),
         alias=row.alias,
         from_version=row.from_version,
         to_version=row.to_version,
@@ -354,7 +383,7 @@ def _event_from_row(name: str, row: Any) -> AliasEvent:
 def _comparison_from_row(name: str, row: Any) -> Comparison:
     return Comparison(
         id=row.id,
-        name=name,
+        name=_bare(name),
         alias=row.alias,
         candidate_version=row.candidate_version,
         incumbent_version=row.incumbent_version,
@@ -530,7 +559,7 @@ class ModelRegistry:
 
     def _model(self, session: Session, name: str, *, for_update: bool = False) -> Any:
         # A name no model can have is simply not found, and odd bytes never reach the database.
-        valid = isinstance(name, str) and MODEL_NAME_PATTERN.match(name)
+        valid = _valid_name(name)
         row = get_model_row(session, name=name, for_update=for_update) if valid else None
         if row is None:
             raise ModelNotFoundError(
@@ -585,21 +614,35 @@ class ModelRegistry:
 
         return self.db.run(tx, write=False)
 
-    def list_models(self) -> list[ModelSummary]:
-        """Every model with its version numbers and aliases, by name."""
+    def list_models(self, *, project: str | None = None) -> list[ModelSummary]:
+        """Every model of a project with its version numbers and aliases, by name.
+
+        Args:
+            project: the project (``None``: the request's, :data:`current_project`).
+        """
+        proj = project if project is not None else current_project.get()
 
         def tx(session: Session, attempt: int) -> list[ModelSummary]:
-            models = list(session.execute(select(model_names).order_by(model_names.c.name)))
+            models = list(
+                session.execute(
+                    select(model_names)
+                    .where(model_names.c.project == proj)
+                    .order_by(model_names.c.name)
+                )
+            )
+            mine = select(model_names.c.id).where(model_names.c.project == proj)
             versions: dict[int, list[int]] = {}
             for mid, v in session.execute(
-                select(model_versions.c.model_id, model_versions.c.version).order_by(
-                    model_versions.c.version
-                )
+                select(model_versions.c.model_id, model_versions.c.version)
+                .where(model_versions.c.model_id.in_(mine))
+                .order_by(model_versions.c.version)
             ):
                 versions.setdefault(mid, []).append(int(v))
             aliases: dict[int, dict[str, int]] = {}
             for mid, a, v in session.execute(
-                select(model_aliases.c.model_id, model_aliases.c.alias, model_aliases.c.version)
+                select(
+                    model_aliases.c.model_id, model_aliases.c.alias, model_aliases.c.version
+                ).where(model_aliases.c.model_id.in_(mine))
             ):
                 aliases.setdefault(mid, {})[a] = int(v)
             return [

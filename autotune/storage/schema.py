@@ -42,9 +42,13 @@ __all__ = [
     "BigIntPK",
     "JSONType",
     "MAX_CLIENT_ID",
+    "ProjectRow",
+    "ApiKeyRow",
+    "PROJECT_LENGTH",
 ]
 
 MAX_CLIENT_ID = 256
+PROJECT_LENGTH = 64
 # SQLite keeps INTEGER PRIMARY KEY as the rowid only when the type is exactly INTEGER.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 JSONType = JSON(none_as_null=True)
@@ -78,6 +82,8 @@ class StudyRow(Base):
     __tablename__ = "studies"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The tenant; names are unique within a project (rows from before projects: "default").
+    project: Mapped[str] = mapped_column(String(PROJECT_LENGTH), server_default="default")
     name: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16))
     # The spec, one column per field so that rows stay readable in SQL.
@@ -97,7 +103,7 @@ class StudyRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        UniqueConstraint("name", name="uq_studies_name"),
+        UniqueConstraint("project", "name", name="uq_studies_project_name"),
         Index("ix_studies_state_id", "state", "id"),
     )
 
@@ -164,4 +170,36 @@ class QueueRow(Base):
     __table_args__ = (
         Index("ix_queue_study_priority_id", "study_id", "priority", "id"),
         Index("ix_queue_source_trial", "source_trial_id"),
+    )
+
+
+class ProjectRow(Base):
+    """A tenant. ``default`` always exists (the migration creates it)."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(PROJECT_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKeyRow(Base):
+    """An API key of a project: only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_keys"
+
+    # Public id (shown by ``keys list``, used by ``keys revoke``); not secret.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(
+        String(PROJECT_LENGTH),
+        ForeignKey("projects.name", ondelete="CASCADE", name="fk_api_keys_project"),
+    )
+    scope: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str | None] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+        Index("ix_api_keys_project", "project"),
     )

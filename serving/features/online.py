@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from autotune.projects import current_project, qualify
 from serving.features.definitions import FeatureGroup
 from serving.features.errors import OnlineStoreUnavailableError
 
@@ -67,7 +68,9 @@ class RedisOnlineStore:
         self._script = self.client.register_script(_SET_IF_NEWER)
 
     def _key(self, group: FeatureGroup, key: Sequence[Any]) -> str:
-        return f"{self.prefix}{group.name}@{group.version}:{json.dumps(list(key))}"
+        # Group names are unique per project only (default project: the keys of old).
+        name = qualify(current_project.get(), group.name)
+        return f"{self.prefix}{name}@{group.version}:{json.dumps(list(key))}"
 
     def write(
         self,

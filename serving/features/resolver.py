@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autotune.errors import ValidationError
+from autotune.projects import current_project
 from serving.features.store import FeatureStoreService
 
 __all__ = ["resolve_features", "FeatureStoreResolver", "feature_refs_of"]
@@ -62,11 +63,12 @@ class FeatureStoreResolver:
 
     def __init__(self, store: FeatureStoreService) -> None:
         self.store = store
-        self._refs: dict[tuple[str, int], list[str]] = {}
+        self._refs: dict[tuple[str, str, int], list[str]] = {}
 
     def resolve(self, version: Any, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows for ``entities`` with the features of model ``version``'s feature set."""
-        key = (version.name, version.version)
+        # Model names are unique per project only: the request's project is part of the key.
+        key = (current_project.get(), version.name, version.version)
         refs = self._refs.get(key)
         if refs is None:  # versions are immutable: their references never change
             refs = self._refs[key] = feature_refs_of(version.lineage, self.store)

@@ -30,6 +30,7 @@ from sqlalchemy import insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from autotune.errors import UnavailableError, ValidationError
+from autotune.projects import current_project
 from autotune.storage.engine import Database
 from serving.features.definitions import (
     FeatureGroup,
@@ -123,7 +124,8 @@ class FeatureStoreService:
         self.online = online
         self.clock = clock or (lambda: datetime.now(UTC))
         self.definition_cache_s = definition_cache_s
-        self._cache: dict[tuple[str, int | None], _Group] = {}
+        # (project, name, version or None for the latest) -> group version
+        self._cache: dict[tuple[str, str, int | None], _Group] = {}
         self._cache_lock = threading.Lock()
         # Online point reads go straight to a DBAPI connection, except on an in-memory SQLite
         # database (one shared connection behind the process's lock).
@@ -148,26 +150,30 @@ class FeatureStoreService:
         if not isinstance(spec, FeatureGroupSpec):
             spec = _validate_spec(spec)
         now = self.clock()
-        result = self.db.run(lambda s, _a: self._apply(s, spec, now), write=True)
+        project = current_project.get()
+        result = self.db.run(lambda s, _a: self._apply(s, spec, now, project), write=True)
         with self._cache_lock:
-            for key in [k for k in self._cache if k[0] == spec.name]:
+            for key in [k for k in self._cache if k[:2] == (project, spec.name)]:
                 del self._cache[key]
         return result
 
-    def _apply(self, s: Session, spec: FeatureGroupSpec, now: datetime) -> ApplyResult:
+    def _apply(
+        self, s: Session, spec: FeatureGroupSpec, now: datetime, project: str
+    ) -> ApplyResult:
         row = s.execute(
             select(feature_groups.c.id, feature_groups.c.version, feature_groups.c.spec,
                    feature_groups.c.created_at, feature_groups.c.updated_at)
-            .where(feature_groups.c.name == spec.name)
+            .where(feature_groups.c.project == project, feature_groups.c.name == spec.name)
             .order_by(feature_groups.c.version.desc())
             .limit(1)
         ).first()  # fmt: skip
         if row is None:
-            return ApplyResult(action="created", group=self._create_version(s, spec, 1, now))
+            group = self._create_version(s, spec, 1, now, project)
+            return ApplyResult(action="created", group=group)
         old = _group_from_row(row)
         reasons = breaking_changes(old, spec)
         if reasons:
-            group = self._create_version(s, spec, old.version + 1, now)
+            group = self._create_version(s, spec, old.version + 1, now, project)
             return ApplyResult(action="new_version", group=group, reasons=reasons)
         merged = spec.model_copy(update={"features": merged_in_place(old, spec)})
         if merged == old.spec():
@@ -195,11 +201,11 @@ class FeatureStoreService:
         return ApplyResult(action="updated", group=group)
 
     def _create_version(
-        self, s: Session, spec: FeatureGroupSpec, version: int, now: datetime
+        self, s: Session, spec: FeatureGroupSpec, version: int, now: datetime, project: str
     ) -> FeatureGroup:
         gid = s.execute(
             insert(feature_groups)
-            .values(name=spec.name, version=version, spec=spec.model_dump(mode="json"),
+            .values(project=project, name=spec.name, version=version, spec=spec.model_dump(mode="json"),
                     created_at=now, updated_at=now)
             .returning(feature_groups.c.id)
         ).scalar_one()  # fmt: skip
@@ -215,13 +221,16 @@ class FeatureStoreService:
         return self._group(name, version, fresh=True).group
 
     def list_groups(self, *, all_versions: bool = False) -> list[FeatureGroup]:
-        """Every group's latest version (or every version), by name."""
+        """Every group's latest version (or every version), by name, of the current project
+        (:data:`autotune.projects.current_project`)."""
+        project = current_project.get()
 
         def run(s: Session, _a: int) -> list[FeatureGroup]:
             rows = s.execute(
                 select(feature_groups.c.id, feature_groups.c.version, feature_groups.c.spec,
                        feature_groups.c.created_at, feature_groups.c.updated_at,
                        feature_groups.c.name)
+                .where(feature_groups.c.project == project)
                 .order_by(feature_groups.c.name, feature_groups.c.version.desc())
             ).all()  # fmt: skip
             out, seen = [], set()
@@ -234,7 +243,8 @@ class FeatureStoreService:
         return self.db.run(run, write=False)
 
     def _group(self, name: str, version: int | None, *, fresh: bool = False) -> _Group:
-        key = (name, version)
+        project = current_project.get()
+        key = (project, name, version)
         g = self._cache.get(key)
         if g is not None and not fresh and time.monotonic() - g.loaded_at < self.definition_cache_s:
             return g
@@ -243,7 +253,8 @@ class FeatureStoreService:
             q = select(
                 feature_groups.c.id, feature_groups.c.version, feature_groups.c.spec,
                 feature_groups.c.created_at, feature_groups.c.updated_at,
-            ).where(feature_groups.c.name == name)  # fmt: skip
+            ).where(feature_groups.c.project == project,
+                    feature_groups.c.name == name)  # fmt: skip
             if version is not None:
                 q = q.where(feature_groups.c.version == version)
             return s.execute(q.order_by(feature_groups.c.version.desc()).limit(1)).first()
@@ -625,11 +636,15 @@ class FeatureStoreService:
         payload = _labels_bytes(frame)
         digest = hashlib.sha256(payload + json.dumps(pinned).encode()).hexdigest()
         now = self.clock()
+        project = current_project.get()
 
         def run(s: Session, _a: int) -> TrainingSet:
             last = s.execute(
                 select(feature_training_sets)
-                .where(feature_training_sets.c.name == spec.name)
+                .where(
+                    feature_training_sets.c.project == project,
+                    feature_training_sets.c.name == spec.name,
+                )
                 .order_by(feature_training_sets.c.version.desc())
                 .limit(1)
             ).first()
@@ -645,7 +660,7 @@ class FeatureStoreService:
             }
             s.execute(
                 insert(feature_training_sets).values(
-                    name=spec.name, version=version, spec=meta, labels=payload,
+                    project=project, name=spec.name, version=version, spec=meta, labels=payload,
                     n_rows=len(frame), sha256=digest, created_at=now,
                 )
             )  # fmt: skip
@@ -655,8 +670,12 @@ class FeatureStoreService:
         return self.db.run(run, write=True)
 
     def _training_set_row(self, name: str, version: int | None) -> Any:
+        project = current_project.get()
+
         def run(s: Session, _a: int) -> Any:
-            q = select(feature_training_sets).where(feature_training_sets.c.name == name)
+            q = select(feature_training_sets).where(
+                feature_training_sets.c.project == project, feature_training_sets.c.name == name
+            )
             if version is not None:
                 q = q.where(feature_training_sets.c.version == version)
             return s.execute(q.order_by(feature_training_sets.c.version.desc()).limit(1)).first()
@@ -673,9 +692,13 @@ class FeatureStoreService:
         return _training_set_from_row(self._training_set_row(name, version))
 
     def list_training_sets(self) -> list[TrainingSet]:
+        project = current_project.get()
+
         def run(s: Session, _a: int) -> list[Any]:
             return s.execute(
-                select(feature_training_sets).order_by(
+                select(feature_training_sets)
+                .where(feature_training_sets.c.project == project)
+                .order_by(
                     feature_training_sets.c.name, feature_training_sets.c.version
                 )
             ).all()

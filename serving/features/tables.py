@@ -4,7 +4,7 @@ Two catalog tables come from the one Alembic chain
 (``autotune/storage/migrations/versions/0003_features.py``; these Table objects must stay equal
 to it):
 
-- ``feature_groups``: one row per (name, version): the definition as JSON.
+- ``feature_groups``: one row per (project, name, version): the definition as JSON.
 - ``feature_training_sets``: named, versioned training-set definitions with their label table.
 
 Each group version's data lives in two typed tables created with it (the way Feast's SQL offline
@@ -38,7 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from autotune.storage.schema import BigIntPK, JSONType, UTCDateTime
+from autotune.projects import DEFAULT_PROJECT
+from autotune.storage.schema import PROJECT_LENGTH, BigIntPK, JSONType, UTCDateTime
 from serving.features.definitions import FeatureGroup
 
 __all__ = [
@@ -64,17 +65,21 @@ feature_groups = Table(
     "feature_groups",
     metadata,
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("project", String(PROJECT_LENGTH), nullable=False, server_default=DEFAULT_PROJECT),
     Column("name", String(128), nullable=False),
     Column("version", Integer, nullable=False),
     Column("spec", JSONType, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("name", "version", name="uq_feature_groups_name_version"),
+    UniqueConstraint(
+        "project", "name", "version", name="uq_feature_groups_project_name_version"
+    ),
 )
 feature_training_sets = Table(
     "feature_training_sets",
     metadata,
     Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("project", String(PROJECT_LENGTH), nullable=False, server_default=DEFAULT_PROJECT),
     Column("name", String(128), nullable=False),
     Column("version", Integer, nullable=False),
     Column("spec", JSONType, nullable=False),
@@ -82,7 +87,9 @@ feature_training_sets = Table(
     Column("n_rows", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("name", "version", name="uq_feature_training_sets_name_version"),
+    UniqueConstraint(
+        "project", "name", "version", name="uq_feature_training_sets_project_name_version"
+    ),
 )
 
 _SQL_TYPES: dict[str, TypeEngine] = {

@@ -67,6 +67,7 @@ def test_stopper_is_stored_normalized(service: StudyService, unique_name: str) -
         "reduction_factor": 2,
         "min_early_stopping_rate": 0,
         "bootstrap_count": 0,
+        "extrapolation": "log",
     }
     assert study.stopper == expected
     assert service.get_study(unique_name).stopper == expected

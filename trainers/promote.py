@@ -79,7 +79,9 @@ class HttpRegistry:
         import httpx
 
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        from autotune.client._auth import auth_headers  # AUTOTUNE_API_KEY, if the server wants one
+
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=auth_headers())
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         from autotune.errors import error_from_payload

@@ -1,4 +1,5 @@
-"""The ``autotune`` command line: ``serve`` and ``studies list|show|best|delete``.
+"""The ``autotune`` command line: ``serve``, ``studies list|show|best|delete``, ``run`` and
+``keys create|list|revoke``.
 
 Errors print one line to stderr and exit 1 (a failed operation) or 2 (bad usage); never a
 traceback.
@@ -27,6 +28,28 @@ __all__ = ["cli", "main"]
 
 DB_ENV = "AUTOTUNE_DB"
 SERVER_ENV = "AUTOTUNE_SERVER"
+API_KEY_ENV = "AUTOTUNE_API_KEY"
+AUTH_ENV = "AUTOTUNE_AUTH"
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (then auth is off by default)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _api_key_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--api-key",
+        envvar=API_KEY_ENV,
+        help=f"API key for --server when it has authentication on [env {API_KEY_ENV}]",
+    )(fn)
 
 
 class _Group(click.Group):
@@ -77,11 +100,34 @@ def cli(verbose: int) -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve(db: str | None, host: str, port: int, workers: int, log_level: str) -> None:
-    """Run the REST API (docs at /docs) with uvicorn."""
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="require an API key on every route but health [default: on unless --host is loopback]",
+)
+def serve(
+    db: str | None, host: str, port: int, workers: int, log_level: str, auth: bool | None
+) -> None:
+    """Run the REST API (docs at /docs) with uvicorn.
+
+    Authentication is on by default when the server listens beyond this machine (any --host
+    but 127.0.0.1, ::1 or localhost): every route but health then needs an API key (make the
+    first with `autotune keys create --db ... --project default --scope admin`).
+    """
     import uvicorn
 
     logging.getLogger("autotune").setLevel(log_level.upper())
+    if auth is None:
+        auth = not _is_loopback(host)
+    elif not auth and not _is_loopback(host):
+        click.echo(
+            f"WARNING: authentication is OFF while listening on {host}: anyone who can reach "
+            "this port can read, change and delete every study, model and feature group. "
+            "Use --auth (the default off loopback) unless a trusted proxy authenticates.",
+            err=True,
+        )
+    # Read by every worker's app factory.
+    os.environ[AUTH_ENV] = "1" if auth else "0"
     if db:
         # Each worker process builds its own app (and database pool) from the environment.
         os.environ[DB_ENV] = db
@@ -136,13 +182,14 @@ def _target(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @click.option("--db", envvar=DB_ENV, help=f"database URL, embedded [env {DB_ENV}]")
     @click.option("--server", envvar=SERVER_ENV, help=f"server URL, http://... [env {SERVER_ENV}]")
+    @_api_key_option
     @wraps(fn)
-    def wrapper(db: str | None, server: str | None, **kw: Any) -> Any:
+    def wrapper(db: str | None, server: str | None, api_key: str | None, **kw: Any) -> Any:
         from autotune.client import Client
 
         server = _chosen_server(db, server)
         if server:
-            client = Client(server, retries=2)
+            client = Client(server, retries=2, api_key=api_key or None)
         else:
             if db is not None and "://" not in db:
                 raise click.BadParameter(
@@ -288,10 +335,11 @@ class _SpecError(click.ClickException):
 @click.option(
     "--store", envvar="AUTOTUNE_MODEL_STORE", help="registry artifact directory (with --db)"
 )
+@_api_key_option
 def run_cmd(
     spec: str, trials: int | None, workers: int | None, scheduler: str | None,
     server: str | None, db: str | None, register: bool | None, alias: str | None,
-    model_name: str | None, artifacts_dir: str, store: str | None,
+    model_name: str | None, artifacts_dir: str, store: str | None, api_key: str | None,
 ) -> None:  # fmt: skip
     """Run a study spec (studies/*.yaml) on Dask, then register and promote its best model."""
     import time
@@ -327,7 +375,9 @@ def run_cmd(
         splits = run_spec.load_splits()
     except ValidationError as e:
         raise _SpecError(e.message) from None
-    client = Client(server, retries=6) if server else Client(db=db)
+    if api_key:  # the registry's HTTP client reads it from the environment too
+        os.environ[API_KEY_ENV] = api_key
+    client = Client(server, retries=6, api_key=api_key or None) if server else Client(db=db)
     with client:
         try:
             result = run_study(
@@ -365,6 +415,178 @@ def run_cmd(
         registry.close()
     click.echo(outcome.summary())
     click.echo(f"total {time.perf_counter() - start:.1f} s")
+
+
+# -- keys -----------------------------------------------------------------------------------
+@cli.group(cls=_Group)
+def keys() -> None:
+    """Create, list and revoke API keys (on the database, or on a server with an admin key).
+
+    The first key of a server is made on its database: `autotune keys create --db URL
+    --project default --scope admin`. Keys are shown once, at creation; only a hash is kept.
+    """
+
+
+class _Keys:
+    """The key commands' backend: the database itself, or a server's /v1/keys routes."""
+
+    def __init__(self, db: str | None, server: str | None, api_key: str | None) -> None:
+        self.server = _chosen_server(db, server)
+        self._http: Any = None
+        self._store: Any = None
+        if self.server:
+            import httpx
+
+            from autotune.client._auth import auth_headers
+
+            if not (api_key or os.environ.get(API_KEY_ENV)):
+                raise click.UsageError(
+                    "managing keys over --server needs an admin key: --api-key or "
+                    f"{API_KEY_ENV} (or use --db on the server's database)"
+                )
+            self._http = httpx.Client(
+                base_url=self.server.rstrip("/") + "/v1",
+                headers=auth_headers(api_key or None),
+                timeout=30.0,
+            )
+        else:
+            if db is not None and "://" not in db:
+                raise click.BadParameter(
+                    f"{db!r} is not a database URL (e.g. sqlite:///autotune.db)",
+                    param_hint="--db",
+                )
+            from autotune.auth import KeyStore
+            from autotune.storage import Database, upgrade
+
+            database = Database(db)
+            upgrade(database)
+            self._store = KeyStore(database)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        from autotune.errors import error_from_payload
+
+        r = self._http.request(method, path, json=body)
+        try:
+            payload = r.json()
+        except ValueError:
+            payload = r.text
+        if r.status_code >= 400:
+            raise error_from_payload(r.status_code, payload)
+        return payload
+
+    def create(self, project: str | None, scope: str, name: str | None) -> tuple[Any, str]:
+        from autotune.auth import ApiKey
+
+        if self._store is not None:
+            if project is None:
+                raise click.UsageError("--project is required with --db")
+            return self._store.create(project=project, scope=scope, name=name)
+        out = self._call("POST", "/keys", {"scope": scope, "name": name})
+        info = ApiKey.model_validate(out["info"])
+        if project is not None and info.project != project:
+            self._call("DELETE", f"/keys/{info.id}")
+            raise click.UsageError(
+                f"the admin key is of project {info.project!r}: it can make keys of that "
+                f"project only, not {project!r} (use --db for other projects)"
+            )
+        return info, out["key"]
+
+    def list(self, project: str | None) -> list[Any]:
+        from autotune.auth import ApiKey
+
+        if self._store is not None:
+            return self._store.list(project=project)
+        return [ApiKey.model_validate(k) for k in self._call("GET", "/keys")["items"]]
+
+    def revoke(self, key_id: str) -> Any:
+        from autotune.auth import ApiKey
+
+        if self._store is not None:
+            return self._store.revoke(key_id)
+        return ApiKey.model_validate(self._call("DELETE", f"/keys/{key_id}"))
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        if self._store is not None:
+            self._store.db.dispose()
+
+
+def _keys_target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --db/--server/--api-key and passes a key backend as ``backend``."""
+
+    @click.option("--db", envvar=DB_ENV, help=f"database URL [env {DB_ENV}]")
+    @click.option("--server", envvar=SERVER_ENV, help=f"server URL, http://... [env {SERVER_ENV}]")
+    @_api_key_option
+    @wraps(fn)
+    def wrapper(db: str | None, server: str | None, api_key: str | None, **kw: Any) -> Any:
+        backend = _Keys(db, server, api_key)
+        try:
+            return fn(backend=backend, **kw)
+        finally:
+            backend.close()
+
+    return wrapper
+
+
+@keys.command("create")
+@click.option("--project", help="the key's project (created if new) [--server: the admin key's]")
+@click.option(
+    "--scope", required=True, type=click.Choice(["read", "write", "admin"]), help="what it may do"
+)
+@click.option("--name", help="a label for people (who or what uses the key)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_keys_target
+def keys_create(
+    backend: _Keys, project: str | None, scope: str, name: str | None, as_json: bool
+) -> None:
+    """Create an API key; its secret is printed this once."""
+    info, secret = backend.create(project, scope, name)
+    if as_json:
+        _echo_json({"key": secret, **info.model_dump(mode="json")})
+        return
+    click.echo(secret)
+    click.echo(
+        f"key {info.id}: project {info.project!r}, scope {info.scope.value}. Store the secret "
+        "above now: it is not shown again.",
+        err=True,
+    )
+
+
+@keys.command("list")
+@click.option("--project", help="only this project's keys")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_keys_target
+def keys_list(backend: _Keys, project: str | None, as_json: bool) -> None:
+    """List API keys (never their secrets), revoked ones too."""
+    items = backend.list(project)
+    if as_json:
+        _echo_json([k.model_dump(mode="json") for k in items])
+        return
+    if not items:
+        click.echo("no keys")
+        return
+    rows = [
+        [
+            k.id,
+            k.project,
+            k.scope.value,
+            k.name or "-",
+            _time(k.created_at),
+            _time(k.revoked_at) if k.revoked_at else "-",
+        ]
+        for k in items
+    ]
+    click.echo(_table(["ID", "PROJECT", "SCOPE", "NAME", "CREATED", "REVOKED"], rows))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_keys_target
+def keys_revoke(backend: _Keys, key_id: str) -> None:
+    """Revoke an API key (servers refuse it within a few seconds)."""
+    info = backend.revoke(key_id)
+    click.echo(f"revoked key {info.id} (project {info.project!r}, scope {info.scope.value})")
 
 
 # -- formatting -----------------------------------------------------------------------------

@@ -159,6 +159,7 @@ def create_serving_app(
     config: ServerConfig | None = None,
     resolver: FeatureResolver | None = None,
     server: ModelServer | None = None,
+    auth: bool | None = None,
 ) -> FastAPI:
     """The model server as an app of its own.
 
@@ -169,6 +170,8 @@ def create_serving_app(
         config: server settings.
         resolver: entity -> features resolver (feature store).
         server: serve this one instead of building one (the app still closes it).
+        auth: require API keys (:mod:`autotune.auth`) on every route but health; ``None``:
+            ``AUTOTUNE_AUTH=1`` turns it on (``serve-models`` sets it).
     """
     srv = server or build_model_server(
         db_url=db_url,
@@ -192,6 +195,12 @@ def create_serving_app(
     )
     install_error_handlers(app)
     install_serving(app, srv, admin=not serving_only)
+    if auth is None:
+        auth = _env_bool("AUTOTUNE_AUTH", False)
+    if auth:
+        from autotune.auth import AuthMiddleware, KeyStore
+
+        app.add_middleware(AuthMiddleware, keys=KeyStore(srv.registry.db))
     return app
 
 

@@ -228,13 +228,29 @@ def history_cmd(
     "--log-sample", default=0.0, show_default=True, type=float, help="Predictions logged."
 )
 @click.option("--log-level", default="warning", show_default=True)
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="require an API key on every route but health [default: on unless --host is loopback]",
+)
 def serve_models(
     host: str, port: int, db: str | None, store: str | None, serving_only: bool, workers: int,
     batching: bool, max_batch: int, max_wait_ms: float, max_queue: int, poll_s: float,
-    log_sample: float, log_level: str,
+    log_sample: float, log_level: str, auth: bool | None,
 ) -> None:  # fmt: skip
     """Run the model server (Open Inference Protocol /v2 and /v1 model routes)."""
     import uvicorn
+
+    from autotune.cli import _is_loopback
+
+    if auth is None:
+        auth = not _is_loopback(host)
+    elif not auth and not _is_loopback(host):
+        click.echo(
+            f"WARNING: authentication is OFF while listening on {host}: anyone who can reach "
+            "this port can read every model and move its aliases.",
+            err=True,
+        )
 
     env = {
         "AUTOTUNE_DB": db,
@@ -246,6 +262,7 @@ def serve_models(
         "AUTOTUNE_SERVING_MAX_QUEUE": str(max_queue),
         "AUTOTUNE_SERVING_POLL_S": str(poll_s),
         "AUTOTUNE_SERVING_LOG_SAMPLE": str(log_sample),
+        "AUTOTUNE_AUTH": "1" if auth else "0",
     }
     for k, v in env.items():
         if v is not None:

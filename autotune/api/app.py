@@ -22,15 +22,21 @@ from autotune.api.settings import Settings
 from autotune.dashboard import mount_dashboard
 from autotune.service import StudyService
 
-__all__ = ["create_app", "app_from_env", "API_PREFIX"]
+__all__ = ["create_app", "app_from_env", "API_PREFIX", "AUTH_ENV"]
 
 API_PREFIX = "/v1"
+AUTH_ENV = "AUTOTUNE_AUTH"
+"""``1`` turns authentication on (``autotune serve`` sets it for its workers)."""
 
 _DESCRIPTION = """\
 AutoTune's tuning service. Create a study (a search space and objectives), ask it for
 trials with `suggest`, evaluate them, and tell it how they did with `observe`.
 
 Every error is `{"error": {"code", "message", "details"}}`; `details.field` names the bad input.
+
+With authentication on, every route but health needs an API key (`Authorization: Bearer <key>`
+or `X-API-Key: <key>`): 401 without a valid one, 403 when its scope (read < write < admin) is
+too small. A key sees and changes only its own project's studies, models and feature groups.
 """
 
 
@@ -41,6 +47,7 @@ def create_app(
     serving: bool = False,
     artifact_dir: str | None = None,
     online_store: str | None = None,
+    auth: bool | None = None,
 ) -> FastAPI:
     """Build the API app.
 
@@ -56,6 +63,10 @@ def create_app(
             registry's default directory).
         online_store: the feature store's online store: ``None`` for the SQL table in the same
             database (or ``AUTOTUNE_ONLINE_STORE``), or a ``redis://`` URL.
+        auth: require an API key on every route but health (:mod:`autotune.auth`); each
+            request then runs in its key's project. ``None``: ``AUTOTUNE_AUTH=1`` turns it on
+            (``autotune serve`` sets it). Off: everything runs in project ``default`` and no
+            key is ever looked at.
     """
     if service is not None and db_url is not None:
         raise ValueError("pass either service or db_url, not both")
@@ -105,6 +116,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = svc
+    if auth is None:
+        auth = os.environ.get(AUTH_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+    app.state.auth = auth
     install_error_handlers(app)
     install_limits(app)  # body size (413) and per-key rate (429): autotune/api/limits.py
     if model_server is not None:
@@ -119,6 +133,14 @@ def create_app(
     for router in (health.router, studies.router, trials.router, plots.router):
         app.include_router(router, prefix=API_PREFIX)
     mount_dashboard(app)
+    if auth:
+        from autotune.api.routes import keys as keys_routes
+        from autotune.auth import AuthMiddleware, KeyStore
+
+        app.state.keys = KeyStore(svc.db)
+        app.include_router(keys_routes.router, prefix=API_PREFIX)
+        # Added last: the outermost middleware, so a request without a key goes no further.
+        app.add_middleware(AuthMiddleware, keys=app.state.keys)
     return app
 
 

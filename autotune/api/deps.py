@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Query, Request
 
 from autotune.errors import NotFoundError
 from autotune.models import STUDY_NAME_PATTERN
-from autotune.service import StudyService
+from autotune.projects import DEFAULT_PROJECT
+from autotune.service import ProjectStudies, StudyService
+
+if TYPE_CHECKING:
+    from autotune.auth import Principal
 
 __all__ = [
     "ServiceDep",
+    "ProjectDep",
+    "PrincipalDep",
     "StudyNameDep",
     "TrialNumberDep",
     "OffsetDep",
@@ -27,9 +33,22 @@ MAX_INT64 = 2**63 - 1
 MAX_PAGE = 1000
 
 
-def get_service(request: Request) -> StudyService:
-    """The process-wide service built by ``create_app``."""
-    return request.app.state.service
+def get_principal(request: Request) -> Principal | None:
+    """The API key the request came with (``None`` with authentication off)."""
+    state = request.scope.get("state")
+    return state.get("principal") if state else None
+
+
+def get_project(request: Request) -> str:
+    """The request's project: its key's, or ``default`` with authentication off."""
+    principal = get_principal(request)
+    return principal.project if principal is not None else DEFAULT_PROJECT
+
+
+def get_service(request: Request) -> ProjectStudies:
+    """The process-wide service built by ``create_app``, seen from the request's project."""
+    service: StudyService = request.app.state.service
+    return ProjectStudies(service, get_project(request))
 
 
 def study_name(
@@ -45,7 +64,9 @@ def study_name(
     return study
 
 
-ServiceDep = Annotated[StudyService, Depends(get_service)]
+ServiceDep = Annotated[ProjectStudies, Depends(get_service)]
+ProjectDep = Annotated[str, Depends(get_project)]
+PrincipalDep = Annotated["Principal | None", Depends(get_principal)]
 StudyNameDep = Annotated[str, Depends(study_name)]
 TrialNumberDep = Annotated[int, Path(ge=0, description="Trial number within the study.")]
 OffsetDep = Annotated[int, Query(ge=0, le=MAX_INT64, description="Items to skip.")]

@@ -58,6 +58,9 @@ class Client:
         service: an existing :class:`~autotune.service.StudyService` to use in-process.
         timeout: HTTP only: seconds to wait for a response.
         retries: HTTP only: retries of requests that are safe to retry.
+        api_key: HTTP only: the API key of a server with authentication on (its project's
+            studies are the ones this client sees); ``None``: ``AUTOTUNE_API_KEY`` if set.
+            The embedded service needs none (it runs in project ``default``).
     """
 
     def __init__(
@@ -68,13 +71,16 @@ class Client:
         service: Any = None,
         timeout: float = 60.0,
         retries: int = 6,
+        api_key: str | None = None,
     ) -> None:
         if url is not None and url.startswith(("http://", "https://")):
             if db is not None or service is not None:
                 raise ValueError("give a server URL or db=/service=, not both")
             from autotune.client._http import HttpTransport
 
-            self._transport: Transport = HttpTransport(url, timeout=timeout, retries=retries)
+            self._transport: Transport = HttpTransport(
+                url, timeout=timeout, retries=retries, api_key=api_key
+            )
         else:
             if url is not None:
                 if db is not None:

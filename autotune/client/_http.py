@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 import autotune
+from autotune.client._auth import auth_headers
 from autotune.client._base import Listing, QueuedConfig
 from autotune.errors import (
     NotFoundError,
@@ -57,6 +58,7 @@ class HttpTransport:
     retries: how many times to retry a request that may be retried (see the module doc).
     backoff: first retry delay in seconds; doubles each retry up to ``max_backoff``.
     http_transport: an httpx transport to send through (tests pass ``httpx.MockTransport``).
+    api_key: sent as ``Authorization: Bearer``; ``None``: ``AUTOTUNE_API_KEY`` if set.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class HttpTransport:
         backoff: float = 0.1,
         max_backoff: float = 2.0,
         http_transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
@@ -78,7 +81,10 @@ class HttpTransport:
         self.max_backoff = max_backoff
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            headers={"User-Agent": f"autotune-client/{autotune.__version__}"},
+            headers={
+                "User-Agent": f"autotune-client/{autotune.__version__}",
+                **auth_headers(api_key),
+            },
             transport=http_transport,
         )
 

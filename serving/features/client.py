@@ -34,6 +34,7 @@ class FeatureStore:
         db: database URL for the embedded store (``None`` with no target: ``AUTOTUNE_DB``).
         online: embedded only: a Redis URL or store for online reads.
         timeout: HTTP timeout in seconds.
+        api_key: HTTP only: the API key (``None``: ``AUTOTUNE_API_KEY`` if set).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class FeatureStore:
         db: str | None = None,
         online: Any = None,
         timeout: float = 60.0,
+        api_key: str | None = None,
     ) -> None:
         self._http = None
         self._svc = None
@@ -50,7 +52,11 @@ class FeatureStore:
             import httpx
 
             self.url = target.rstrip("/")
-            self._http = httpx.Client(base_url=self.url + "/v1", timeout=timeout)
+            from autotune.client._auth import auth_headers
+
+            self._http = httpx.Client(
+                base_url=self.url + "/v1", timeout=timeout, headers=auth_headers(api_key)
+            )
         else:
             from serving.features.store import FeatureStoreService
 

@@ -7,6 +7,7 @@ are read once per change of the study and each figure is computed once per read
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,15 +18,33 @@ from autotune.api.deps import ServiceDep, StudyNameDep
 from autotune.api.errors import ERROR_RESPONSES
 from autotune.plots._registry import get_kind, make_figure, plot_kinds
 from autotune.plots._snapshot import Snapshot, SnapshotCache, snapshot_cache
+from autotune.projects import DEFAULT_PROJECT
 
 router = APIRouter(prefix="/studies/{study}/plots", tags=["plots"], responses=ERROR_RESPONSES)
 
 _MAX_POINTS_LIMIT = 100_000
 
 
+_project_caches_lock = threading.Lock()
+
+
 def get_snapshots(request: Request, service: ServiceDep) -> SnapshotCache:
-    """The app's snapshot cache of studies' trials."""
-    return snapshot_cache(request.app.state, service)
+    """The app's snapshot cache of the request's project's studies (one cache per project:
+    a cache knows its studies by name, and names are unique per project only)."""
+    state = request.app.state
+    if service.project == DEFAULT_PROJECT:
+        return snapshot_cache(state, service)  # type: ignore[arg-type]
+    caches: dict[str, SnapshotCache] | None = getattr(state, "project_snapshots", None)
+    if caches is None:
+        with _project_caches_lock:
+            caches = getattr(state, "project_snapshots", None)
+            if caches is None:
+                caches = state.project_snapshots = {}
+    cache = caches.get(service.project)
+    if cache is None:
+        with _project_caches_lock:
+            cache = caches.setdefault(service.project, SnapshotCache(service))  # type: ignore[arg-type]
+    return cache
 
 
 SnapshotsDep = Annotated[SnapshotCache, Depends(get_snapshots)]

@@ -422,11 +422,30 @@ def test_http_retries_connect_errors_and_503() -> None:
     assert len(seen) == 3
 
 
-def test_http_does_not_resend_an_observe_that_may_have_arrived() -> None:
+def test_http_does_not_resend_an_enqueue_that_may_have_arrived() -> None:
     import httpx
 
-    t, seen = _scripted(httpx.ReadTimeout, (200, _TRIAL))
+    t, seen = _scripted(httpx.ReadTimeout, (200, {"id": 1, "params": {"x": 0.5}}))
     with pytest.raises(autotune.UnavailableError, match="may or may not"):
+        t.enqueue("s", {"x": 0.5})
+    assert len(seen) == 1
+
+
+def test_http_resent_observe_that_had_arrived_reads_the_trial_back() -> None:
+    import httpx
+
+    finished = {"error": {"code": "trial_finished", "message": "completed", "details": {}}}
+    done = {**_TRIAL, "state": "completed", "values": {"loss": 1.0}}
+    t, seen = _scripted(httpx.ReadTimeout, (409, finished), (200, done))
+    assert t.observe("s", 0, {"loss": 1.0}, metadata=None).values == {"loss": 1.0}
+    assert [r.method for r in seen] == ["POST", "POST", "GET"]
+    # Finished with other values (not this call's doing): the conflict stands.
+    t, _ = _scripted(httpx.ReadTimeout, (409, finished), (200, {**done, "values": {"loss": 2}}))
+    with pytest.raises(TrialFinishedError):
+        t.observe("s", 0, {"loss": 1.0}, metadata=None)
+    # Not resent: a plain conflict, no read-back.
+    t, seen = _scripted((409, finished))
+    with pytest.raises(TrialFinishedError):
         t.observe("s", 0, {"loss": 1.0}, metadata=None)
     assert len(seen) == 1
 

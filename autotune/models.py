@@ -140,15 +140,21 @@ class StudySpec(BaseModel):
                 raise ValueError(f"constraint bound of {k!r} must be a finite number")
         return v
 
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # A field validator, so that the error names "metadata" rather than the whole body.
+        import json
+
+        if len(json.dumps(v, default=str)) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
+        return v
+
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
         both = set(self.objectives) & set(self.constraints)
         if both:
             raise ValueError(f"metric(s) {sorted(both)} cannot be both objective and constraint")
-        import json
-
-        if len(json.dumps(self.metadata, default=str)) > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata must serialize to at most {MAX_METADATA_BYTES} bytes")
         return self
 
     def search_space(self) -> SearchSpace:

@@ -1,22 +1,36 @@
 """Early stopping: boosting rounds saved and quality kept, AutoTune's stoppers against Optuna's.
 
 XGBoost studies on breast_cancer (validation log loss) and diabetes (validation RMSE), each seed a
-study of ``--trials`` random configurations of up to ``--rounds`` boosting rounds (XGBoost's own
-early stopping off, so only the stopper ends a trial early). Rows: no stopper, median, ASHA and
-Hyperband through AutoTune's service (embedded, in-memory SQLite; the in-process loop suggest ->
-``trainers.xgboost`` with a report per round -> observe), and Optuna's NopPruner, MedianPruner,
-SuccessiveHalvingPruner and HyperbandPruner (ask/tell with ``trial.report``/``should_prune``).
+study of ``--trials`` configurations of up to ``--rounds`` boosting rounds (XGBoost's own early
+stopping off, so only the stopper ends a trial early). Rows, per system:
 
-The comparison isolates the stopper: every row of one seed sees the same configurations in the
-same order (AutoTune's random designer with the study's seed, which depends only on the seed and
-the trial's number; Optuna gets the same ones through ``enqueue_trial`` under a seeded
-``RandomSampler``), the same data splits and the same XGBoost seed per trial, and the stoppers'
-settings match (same rungs, reduction factor, warm-up). Measured per row, summed or averaged over
-seeds: boosting rounds trained, the best validation metric among completed trials, and the test
-metric of that trial's model (retrained on the training split for the rounds it ran; that refit
-is not counted). Results go to ``benchmarks/results/early_stopping.json``.
+- AutoTune: random search with no stopper, median, ASHA (with its learning-curve guard, the
+  default), ASHA without the guard (``extrapolation="none"``, plain ASHA) and Hyperband; and the
+  ``auto`` designer with ASHA, which switches to BOHB-style sampling once three trials are pruned
+  (multi-fidelity: new configurations drawn from a model of the cheap evaluations).
+- Optuna: random search with NopPruner, MedianPruner, SuccessiveHalvingPruner at the same
+  settings as ours and at its defaults, HyperbandPruner; and TPE with SuccessiveHalvingPruner.
 
-Usage: ``python benchmarks/early_stopping.py [--quick] [--seeds 5] [--trials 30] [--rounds 100]``
+The random-search rows isolate the stopper: every such row of one seed sees the same
+configurations in the same order (AutoTune's random designer's stream for the seed; Optuna gets
+them through ``enqueue_trial``), the same data splits and the same XGBoost seed per trial, and the
+stoppers' settings match (same rungs, reduction factor, warm-up). The model-based rows have the
+same budget (trials, rounds, stopper) but choose their own configurations.
+
+Learning curves are computed once: XGBoost with a fixed seed and one thread is deterministic, so a
+trial stopped at round ``k`` has exactly the first ``k`` values of the same configuration trained
+to the end. Each configuration is trained once (to the end, or as far as a stopper lets it when
+no row trained it before) and every row replays its curve round by round to its stopper, as
+tabular benchmarks such as LCBench and HPOBench do; the rounds a row *spends* are the rounds its
+stopper let run. The stoppers are called as the pure functions the service calls under the study
+lock (``autotune.stoppers``; designers likewise), Optuna's pruners through its ask/tell with
+``trial.report``/``should_prune``; ``--check-service`` also replays one seed's ASHA row through
+AutoTune's embedded service and checks it decides the same. Measured per row, summed or averaged
+over seeds: boosting rounds spent, the best validation metric among completed trials, and the
+test metric of that trial's model (retrained on the training split for the rounds it ran; that
+refit is not counted). Results go to ``benchmarks/results/early_stopping.json``.
+
+Usage: ``python benchmarks/early_stopping.py [--quick] [--seeds 10] [--trials 30] [--rounds 100]``
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import autotune  # noqa: E402
+from autotune.designers import make_designer  # noqa: E402
+from autotune.designers._base import Problem  # noqa: E402
+from autotune.models import Direction, Measurement, Trial, TrialState  # noqa: E402
 from autotune.space import SearchSpace  # noqa: E402
+from autotune.stoppers import Curve, make_stopper  # noqa: E402
 from trainers import load_dataset, split_dataset  # noqa: E402
 from trainers._base import NullReporter, TrainData, evaluate  # noqa: E402
 from trainers.xgboost import XGBoostTrainer  # noqa: E402
@@ -57,20 +75,51 @@ SPACE = {
 FIXED = {"tree_method": "hist", "nthread": 1}
 PROBLEMS = {"breast_cancer": "log_loss", "diabetes": "rmse"}
 # Shared by both systems. Steps are 0-based boosting rounds; ASHA's rungs at MIN_RESOURCE * ETA**k
-# (20, 40, 80 of 100). Chosen on a sweep of Optuna's SuccessiveHalvingPruner alone (eta 2 and 3,
-# first rung 5, 10, 20): eta 3 or earlier rungs save more rounds but prune the slow starters that
-# end best (small eta), and lose more validation metric.
+# (20, 40, 80 of 100). Chosen before the learning-curve guard existed, on a sweep of Optuna's
+# SuccessiveHalvingPruner alone (eta 2 and 3, first rung 5, 10, 20): eta 3 or earlier rungs save
+# more rounds but prune the slow starters that end best (small eta), and lose more validation
+# metric. Kept as they were so that the guard is compared on the same rungs.
 ETA = 2
 MIN_RESOURCE = 20
 MEDIAN_STARTUP = 5  # finished trials before the median rule stops anything
 MEDIAN_WARMUP = 10  # steps before the median rule may stop a trial
-STOPPERS = ("none", "median", "asha", "hyperband")
+
+# (system, stopper, sampler): the rows of one seed, in the order they run.
+ROWS = (
+    ("autotune", "none", "random"),
+    ("autotune", "median", "random"),
+    ("autotune", "asha", "random"),
+    ("autotune", "asha_plain", "random"),
+    ("autotune", "hyperband", "random"),
+    ("autotune", "asha", "auto"),
+    ("optuna", "none", "random"),
+    ("optuna", "median", "random"),
+    ("optuna", "asha", "random"),
+    ("optuna", "asha_default", "random"),
+    ("optuna", "hyperband", "random"),
+    ("optuna", "asha", "tpe"),
+)
+LABELS = {
+    ("autotune", "none", "random"): "random, no stopper",
+    ("autotune", "median", "random"): "random + median",
+    ("autotune", "asha", "random"): "random + ASHA (guard, default)",
+    ("autotune", "asha_plain", "random"): "random + ASHA, no guard",
+    ("autotune", "hyperband", "random"): "random + Hyperband",
+    ("autotune", "asha", "auto"): "auto + ASHA (BOHB switch)",
+    ("optuna", "none", "random"): "random + NopPruner",
+    ("optuna", "median", "random"): "random + MedianPruner",
+    ("optuna", "asha", "random"): "random + SuccessiveHalving (same rungs)",
+    ("optuna", "asha_default", "random"): "random + SuccessiveHalving (defaults)",
+    ("optuna", "hyperband", "random"): "random + HyperbandPruner",
+    ("optuna", "asha", "tpe"): "TPE + SuccessiveHalving (same rungs)",
+}
 
 
 @dataclass
 class Row:
     system: str
     stopper: str
+    sampler: str
     dataset: str
     seed: int
     rounds: int
@@ -79,10 +128,11 @@ class Row:
     best_valid: float
     test: float
     best_params: dict[str, Any]
-    seconds: float
+    seconds: float  # stopper and sampler time, not training (curves are replayed)
 
 
 def autotune_stopper(kind: str, rounds: int) -> dict[str, Any] | None:
+    asha = {"type": "asha", "min_resource": MIN_RESOURCE, "reduction_factor": ETA}
     return {
         "none": None,
         "median": {
@@ -90,7 +140,8 @@ def autotune_stopper(kind: str, rounds: int) -> dict[str, Any] | None:
             "min_trials": MEDIAN_STARTUP,
             "warmup_steps": MEDIAN_WARMUP - 1,  # ours: no stop at step <= warmup
         },
-        "asha": {"type": "asha", "min_resource": MIN_RESOURCE, "reduction_factor": ETA},
+        "asha": asha,
+        "asha_plain": {**asha, "extrapolation": "none"},
         "hyperband": {
             "type": "hyperband",
             "min_resource": MIN_RESOURCE,
@@ -111,6 +162,8 @@ def optuna_pruner(kind: str, rounds: int) -> Any:
         "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(
             min_resource=MIN_RESOURCE, reduction_factor=ETA, min_early_stopping_rate=0
         ),
+        # min_resource "auto" (rounds of the first finished trial / 100), reduction factor 4.
+        "asha_default": lambda: optuna.pruners.SuccessiveHalvingPruner(),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(
             min_resource=MIN_RESOURCE, max_resource=rounds, reduction_factor=ETA
         ),
@@ -129,108 +182,165 @@ class _Fn:
         self.report = fn
 
 
-def _test_metric(
-    trainer: XGBoostTrainer,
-    params: dict[str, Any],
-    *,
-    seed: int,
-    steps: int,
-    data: TrainData,
-    test: tuple[np.ndarray, np.ndarray],
-) -> float:
-    import xgboost as xgb
+@dataclass
+class Lab:
+    """One dataset's splits, and every learning curve and test metric computed so far."""
 
-    # The same configuration, seed and number of rounds as the trial: the same model.
-    opts = {**FIXED, **params, "num_boost_round": steps}
-    result = trainer.fit(opts, data, reporter=NullReporter(), seed=seed)
-    booster = xgb.Booster()
-    assert result.artifact is not None
-    booster.load_model(bytearray(result.artifact.data))
-    X, y = test
-    pred = booster.predict(xgb.DMatrix(X))
-    if data.task == "classification":
-        pred = np.column_stack([1.0 - pred, pred])
-    return evaluate(data.task, y, pred)[PROBLEMS[data.name]]
+    data: TrainData
+    test: tuple[np.ndarray, np.ndarray]
+    rounds: int
+    curves: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    tests: dict[tuple[str, int, int], float] = field(default_factory=dict)
+    trained: int = 0  # boosting rounds really trained (curves and refits), for the log
 
+    @property
+    def metric(self) -> str:
+        return PROBLEMS[self.data.name]
 
-def run_autotune(
-    kind: str, dataset: str, seed: int, n_trials: int, rounds: int, data: TrainData, test: Any
-) -> Row:
-    metric = PROBLEMS[dataset]
-    trainer = XGBoostTrainer(num_boost_round=rounds, early_stopping_rounds=None)
-    expected = configs(seed, n_trials)
-    t0 = time.perf_counter()
-    spent = 0
-    steps_of: dict[int, int] = {}
-    with autotune.Client(db="sqlite://") as client:
-        study = client.create_study(
-            name=f"es_{dataset}_{kind}_{seed}",
-            space=SPACE,
-            objectives={metric: "minimize"},
-            algorithm="random",
-            seed=seed,
-            max_trials=n_trials,
-            stopper=autotune_stopper(kind, rounds),
+    def trainer(self, rounds: int | None = None) -> XGBoostTrainer:
+        return XGBoostTrainer(num_boost_round=rounds or self.rounds, early_stopping_rounds=None)
+
+    def run(
+        self, params: dict[str, Any], seed: int, stop: Callable[[int, float], bool]
+    ) -> tuple[int, bool]:
+        """Rounds spent by a trial whose stopper is ``stop(step, value)``, and whether it was
+        stopped: the configuration's curve replayed round by round, trained first (as far as
+        the stopper lets it) if no row has trained it to the end yet."""
+        key = (json.dumps(params, sort_keys=True), seed)
+        curve = self.curves.get(key)
+        if curve is not None and len(curve) == self.rounds:
+            for step, value in enumerate(curve):
+                if stop(step, value):
+                    return step + 1, True
+            return self.rounds, False
+        values: list[float] = []
+
+        def report(step: int, value: float) -> bool:
+            values.append(value)
+            return stop(step, value)
+
+        result = self.trainer().fit(
+            {**FIXED, **params}, self.data, reporter=_Fn(report), metric=self.metric, seed=seed
         )
-        for i in range(n_trials):
-            (trial,) = study.suggest(1)
-            assert trial.params == expected[i], "the random designer's stream changed"
-            number = trial.number
-            result = trainer.fit(
-                {**FIXED, **trial.params},
-                data,
-                reporter=_Fn(lambda step, value, n=number: study.report(n, step, value)),
-                metric=metric,
-                seed=seed * 1000 + i,
+        self.trained += result.steps
+        if len(values) > len(self.curves.get(key, [])):
+            self.curves[key] = values
+        return result.steps, result.stopped
+
+    def final(self, params: dict[str, Any], seed: int) -> float:
+        return self.curves[(json.dumps(params, sort_keys=True), seed)][-1]
+
+    def test_metric(self, params: dict[str, Any], *, seed: int, steps: int) -> float:
+        """The test metric of the trial's model: the same configuration, seed and rounds."""
+        import xgboost as xgb
+
+        key = (json.dumps(params, sort_keys=True), seed, steps)
+        if key not in self.tests:
+            result = self.trainer(steps).fit(
+                {**FIXED, **params}, self.data, reporter=NullReporter(), seed=seed
             )
-            spent += result.steps
-            steps_of[number] = result.steps
-            if not result.stopped:
-                study.observe(number, {metric: result.metrics[metric]})
-        trials = study.trials()
-        best = study.best_trial
-    seconds = time.perf_counter() - t0
+            self.trained += steps
+            booster = xgb.Booster()
+            assert result.artifact is not None
+            booster.load_model(bytearray(result.artifact.data))
+            X, y = self.test
+            pred = booster.predict(xgb.DMatrix(X))
+            if self.data.task == "classification":
+                pred = np.column_stack([1.0 - pred, pred])
+            self.tests[key] = evaluate(self.data.task, y, pred)[self.metric]
+        return self.tests[key]
+
+
+def _row(lab: Lab, key: tuple[str, str, str], seed: int, trials: list[tuple[Any, ...]],
+         seconds: float) -> Row:  # fmt: skip
+    """trials: (params, xgb seed, rounds spent, completed?) in order."""
+    done = [t for t in trials if t[3]]
+    params, xseed, steps, _ = min(done, key=lambda t: lab.final(t[0], t[1]))
+    system, stopper, sampler = key
     return Row(
-        system="autotune",
-        stopper=kind,
-        dataset=dataset,
+        system=system,
+        stopper=stopper,
+        sampler=sampler,
+        dataset=lab.data.name,
         seed=seed,
-        rounds=spent,
-        pruned=sum(t.state.value == "pruned" for t in trials),
-        completed=sum(t.state.value == "completed" for t in trials),
-        best_valid=float(best.values[metric]),
-        test=_test_metric(
-            trainer,
-            best.params,
-            seed=seed * 1000 + best.number,
-            steps=steps_of[best.number],
-            data=data,
-            test=test,
-        ),
-        best_params=best.params,
+        rounds=sum(t[2] for t in trials),
+        pruned=len(trials) - len(done),
+        completed=len(done),
+        best_valid=lab.final(params, xseed),
+        test=lab.test_metric(params, seed=xseed, steps=steps),
+        best_params=params,
         seconds=seconds,
     )
 
 
-def run_optuna(
-    kind: str, dataset: str, seed: int, n_trials: int, rounds: int, data: TrainData, test: Any
-) -> Row:
+def run_autotune(lab: Lab, stopper: str, sampler: str, seed: int, n_trials: int) -> Row:
+    """AutoTune's stopper (and, for ``auto``, designer) as the pure functions the service calls:
+    the curves of the study's earlier trials as ``others``, finished ones as ``completed``."""
+    rule = make_stopper(autotune_stopper(stopper, lab.rounds))
+    problem = Problem(space=SearchSpace(SPACE), objectives={lab.metric: Direction.MINIMIZE})
+    designer = make_designer("auto") if sampler == "auto" else None
+    fixed = configs(seed, n_trials)
+    curves: list[Curve] = []
+    finished: list[Trial] = []
+    trials: list[tuple[Any, ...]] = []
+    busy = 0.0
+    for i in range(n_trials):
+        t0 = time.perf_counter()
+        if designer is None:
+            params = fixed[i]
+        else:
+            (params,) = designer.suggest(
+                problem, completed=finished, pending=[], count=1, seed=seed
+            )
+        busy += time.perf_counter() - t0
+        mine: dict[int, float] = {}
+
+        def stop(step: int, value: float, n: int = i, mine: dict[int, float] = mine) -> bool:
+            nonlocal busy
+            mine[step] = value
+            t0 = time.perf_counter()
+            out = rule.should_stop(
+                Curve(n, TrialState.RUNNING, mine), curves, direction=Direction.MINIMIZE
+            )
+            busy += time.perf_counter() - t0
+            return out
+
+        steps, stopped = lab.run(params, seed * 1000 + i, stop)
+        state = TrialState.PRUNED if stopped else TrialState.COMPLETED
+        curves.append(Curve(i, state, dict(mine)))
+        finished.append(
+            Trial(
+                number=i,
+                state=state,
+                params=params,
+                values={lab.metric: mine[max(mine)]},
+                intermediate=[Measurement(step=s, value=v) for s, v in sorted(mine.items())],
+            )
+        )
+        trials.append((params, seed * 1000 + i, steps, state == TrialState.COMPLETED))
+    return _row(lab, ("autotune", stopper, sampler), seed, trials, busy)
+
+
+def run_optuna(lab: Lab, stopper: str, sampler: str, seed: int, n_trials: int) -> Row:
     import optuna
 
-    metric = PROBLEMS[dataset]
-    trainer = XGBoostTrainer(num_boost_round=rounds, early_stopping_rounds=None)
     study = optuna.create_study(
-        study_name=f"es_{dataset}_{kind}_{seed}",
+        study_name=f"es_{lab.data.name}_{stopper}_{sampler}_{seed}",
         direction="minimize",
-        sampler=optuna.samplers.RandomSampler(seed=seed),
-        pruner=optuna_pruner(kind, rounds),
+        sampler=(
+            optuna.samplers.TPESampler(seed=seed)
+            if sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=seed)
+        ),
+        pruner=optuna_pruner(stopper, lab.rounds),
     )
-    for cfg in configs(seed, n_trials):
-        study.enqueue_trial(cfg)
-    t0 = time.perf_counter()
-    spent = 0
-    steps_of: dict[int, int] = {}
+    if sampler == "random":
+        for cfg in configs(seed, n_trials):
+            study.enqueue_trial(cfg)
+    trials: list[tuple[Any, ...]] = []
+    busy = 0.0
     for i in range(n_trials):
+        t0 = time.perf_counter()
         trial = study.ask()
         params = {
             name: (
@@ -240,147 +350,162 @@ def run_optuna(
             )
             for name, p in SPACE.items()
         }
+        busy += time.perf_counter() - t0
+        last: list[float] = []
 
-        def report(step: int, value: float, t: Any = trial) -> bool:
+        def stop(step: int, value: float, t: Any = trial, last: list[float] = last) -> bool:
+            nonlocal busy
+            last[:] = [value]
+            t0 = time.perf_counter()
             t.report(value, step)
-            return t.should_prune()
+            out = t.should_prune()
+            busy += time.perf_counter() - t0
+            return bool(out)
 
-        result = trainer.fit(
-            {**FIXED, **params}, data, reporter=_Fn(report), metric=metric, seed=seed * 1000 + i
-        )
-        spent += result.steps
-        steps_of[trial.number] = result.steps
-        if result.stopped:
+        steps, stopped = lab.run(params, seed * 1000 + i, stop)
+        t0 = time.perf_counter()
+        if stopped:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            study.tell(trial, result.metrics[metric])
-    seconds = time.perf_counter() - t0
-    best = study.best_trial
-    states = [t.state for t in study.trials]
-    return Row(
-        system="optuna",
-        stopper=kind,
-        dataset=dataset,
-        seed=seed,
-        rounds=spent,
-        pruned=states.count(optuna.trial.TrialState.PRUNED),
-        completed=states.count(optuna.trial.TrialState.COMPLETE),
-        best_valid=float(best.value),
-        test=_test_metric(
-            trainer,
-            best.params,
-            seed=seed * 1000 + best.number,
-            steps=steps_of[best.number],
-            data=data,
-            test=test,
-        ),
-        best_params=best.params,
-        seconds=seconds,
-    )
+            study.tell(trial, last[0])
+        busy += time.perf_counter() - t0
+        trials.append((params, seed * 1000 + i, steps, not stopped))
+    return _row(lab, ("optuna", stopper, sampler), seed, trials, busy)
+
+
+def check_service(lab: Lab, seed: int, n_trials: int, expected: Row) -> None:
+    """Replays the seed's random + ASHA study through AutoTune's embedded service (suggest ->
+    report per round -> observe) and checks it spends the rounds the pure stopper did."""
+    metric = lab.metric
+    spent = 0
+    with autotune.Client(db="sqlite://") as client:
+        study = client.create_study(
+            name=f"es_check_{lab.data.name}_{seed}",
+            space=SPACE,
+            objectives={metric: "minimize"},
+            algorithm="random",
+            seed=seed,
+            max_trials=n_trials,
+            stopper=autotune_stopper("asha", lab.rounds),
+        )
+        for i, cfg in enumerate(configs(seed, n_trials)):
+            (trial,) = study.suggest(1)
+            assert trial.params == cfg, "the random designer's stream changed"
+            number = trial.number
+            steps, stopped = lab.run(
+                cfg, seed * 1000 + i, lambda s, v, n=number: study.report(n, s, v)
+            )
+            spent += steps
+            if not stopped:
+                study.observe(number, {metric: lab.final(cfg, seed * 1000 + i)})
+        best = study.best_trial
+    assert spent == expected.rounds, (spent, expected.rounds)
+    assert best.params == expected.best_params, (best.params, expected.best_params)
 
 
 def summarize(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per dataset, system and stopper: rounds summed over seeds, metrics averaged, and the
-    ratios to the same system's no-stopper row."""
+    """Per dataset and row kind: rounds summed over seeds, metrics averaged, the ratios to the
+    same system's no-stopper row, and each seed's own ratio (its spread)."""
     out = []
     for dataset in PROBLEMS:
-        for system in ("autotune", "optuna"):
-            base = [r for r in rows if r.dataset == dataset and r.system == system]
-            if not base:
+        for key in ROWS:
+            system, stopper, sampler = key
+            sel = sorted(
+                (r for r in rows if (r.dataset, r.system, r.stopper, r.sampler) == (dataset, *key)),
+                key=lambda r: r.seed,
+            )
+            ref = {
+                r.seed: r
+                for r in rows
+                if (r.dataset, r.system, r.stopper, r.sampler)
+                == (dataset, system, "none", "random")
+            }
+            if not sel or not ref:
                 continue
-            ref = [r for r in base if r.stopper == "none"]
-            ref_rounds = sum(r.rounds for r in ref)
-            ref_valid = statistics.fmean(r.best_valid for r in ref)
-            for kind in STOPPERS:
-                sel = [r for r in base if r.stopper == kind]
-                if not sel:
-                    continue
-                rounds = sum(r.rounds for r in sel)
-                valid = statistics.fmean(r.best_valid for r in sel)
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "metric": PROBLEMS[dataset],
-                        "system": system,
-                        "stopper": kind,
-                        "seeds": len(sel),
-                        "rounds": rounds,
-                        "rounds_saved": 1.0 - rounds / ref_rounds,
-                        "pruned": sum(r.pruned for r in sel),
-                        "best_valid": valid,
-                        "valid_vs_none": valid / ref_valid - 1.0,
-                        "test": statistics.fmean(r.test for r in sel),
-                        "seconds": sum(r.seconds for r in sel),
-                    }
-                )
+            seeds = [r.seed for r in sel]
+            ref_rounds = sum(ref[s].rounds for s in seeds)
+            ref_valid = statistics.fmean(ref[s].best_valid for s in seeds)
+            valid = statistics.fmean(r.best_valid for r in sel)
+            per_seed = [r.best_valid / ref[r.seed].best_valid - 1.0 for r in sel]
+            out.append(
+                {
+                    "dataset": dataset,
+                    "metric": PROBLEMS[dataset],
+                    "system": system,
+                    "stopper": stopper,
+                    "sampler": sampler,
+                    "label": LABELS[key],
+                    "seeds": len(sel),
+                    "rounds": sum(r.rounds for r in sel),
+                    "rounds_saved": 1.0 - sum(r.rounds for r in sel) / ref_rounds,
+                    "pruned": sum(r.pruned for r in sel),
+                    "best_valid": valid,
+                    "valid_vs_none": valid / ref_valid - 1.0,
+                    "per_seed_vs_none": per_seed,
+                    "per_seed_sd": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0,
+                    "worst_seed_vs_none": max(per_seed),
+                    "seeds_within_1pct": sum(p <= 0.01 for p in per_seed),
+                    "test": statistics.fmean(r.test for r in sel),
+                    "seconds": sum(r.seconds for r in sel),
+                }
+            )
     return out
 
 
 def targets(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue 5: ASHA within 1% of no stopping on best validation, >= 40% fewer rounds, and at
-    least as good as Optuna's SuccessiveHalvingPruner (validation metric, per dataset)."""
+    least as good as Optuna's SuccessiveHalvingPruner (validation metric, per dataset), both at
+    the same settings and at its defaults."""
     res = {}
     for dataset in PROBLEMS:
         get = {
-            (s["system"], s["stopper"]): s
-            for s in summary
-            if s["dataset"] == dataset and s["stopper"] in ("asha",)
+            (s["system"], s["stopper"], s["sampler"]): s for s in summary if s["dataset"] == dataset
         }
-        ours, theirs = get.get(("autotune", "asha")), get.get(("optuna", "asha"))
+        ours = get.get(("autotune", "asha", "random"))
         if ours is None:
             continue
+        sha = get.get(("optuna", "asha", "random"))
+        sha_default = get.get(("optuna", "asha_default", "random"))
         res[dataset] = {
             "within_1pct": ours["valid_vs_none"] <= 0.01,
             "saved_40pct": ours["rounds_saved"] >= 0.40,
-            "at_least_optuna_sha": theirs is None or ours["best_valid"] <= theirs["best_valid"],
+            "at_least_optuna_sha": sha is None or ours["best_valid"] <= sha["best_valid"],
+            "at_least_optuna_sha_defaults": sha_default is None
+            or ours["best_valid"] <= sha_default["best_valid"],
         }
     return res
 
 
 def markdown(summary: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset (metric) | stopper | AutoTune rounds (saved) | best valid | test "
-        "| Optuna rounds (saved) | best valid | test |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset (metric) | system | sampler + stopper | rounds (saved) | best valid (vs none) "
+        "| per seed vs none: sd, worst, within 1% | test |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    names = {
-        "none": "none / NopPruner",
-        "median": "median / MedianPruner",
-        "asha": "asha / SuccessiveHalvingPruner",
-        "hyperband": "hyperband / HyperbandPruner",
-    }
-    for dataset, metric in PROBLEMS.items():
-        for kind in STOPPERS:
-            cells = []
-            for system in ("autotune", "optuna"):
-                s = next(
-                    (
-                        x
-                        for x in summary
-                        if (x["dataset"], x["system"], x["stopper"]) == (dataset, system, kind)
-                    ),
-                    None,
-                )
-                if s is None:
-                    cells += ["-", "-", "-"]
-                    continue
-                cells += [
-                    f"{s['rounds']} ({s['rounds_saved']:.0%})",
-                    f"{s['best_valid']:.4f} ({s['valid_vs_none']:+.1%})",
-                    f"{s['test']:.4f}",
-                ]
-            lines.append(f"| {dataset} ({metric}) | {names[kind]} | " + " | ".join(cells) + " |")
+    for s in summary:
+        lines.append(
+            f"| {s['dataset']} ({s['metric']}) | {'AutoTune' if s['system'] == 'autotune' else 'Optuna'} "
+            f"| {s['label']} | {s['rounds']} ({s['rounds_saved']:.0%}) "
+            f"| {s['best_valid']:.4f} ({s['valid_vs_none']:+.1%}) "
+            f"| {s['per_seed_sd']:.1%}, {s['worst_seed_vs_none']:+.1%}, "
+            f"{s['seeds_within_1pct']}/{s['seeds']} | {s['test']:.4f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 12 trials, 60 rounds")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--min-resource", type=int, default=MIN_RESOURCE, help="step of the first rung")
     ap.add_argument("--datasets", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
+    ap.add_argument(
+        "--check-service",
+        action="store_true",
+        help="also replay seed 0's random + ASHA study through the embedded service",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
@@ -393,27 +518,41 @@ def main() -> None:
 
     rows: list[Row] = []
     start = time.perf_counter()
+    trained = 0
     for dataset in args.datasets:
         splits = split_dataset(load_dataset(dataset), valid_fraction=0.2, test_fraction=0.2, seed=0)
-        data = splits.tuning_data()
-        test = splits.holdout()
+        lab = Lab(data=splits.tuning_data(), test=splits.holdout(), rounds=args.rounds)
         for seed in range(args.seeds):
-            for kind in STOPPERS:
-                for run in (run_autotune, run_optuna):
-                    row = run(kind, dataset, seed, args.trials, args.rounds, data, test)
-                    rows.append(row)
-                    print(
-                        f"{dataset} seed {seed} {row.system:8s} {kind:9s} rounds {row.rounds:5d} "
-                        f"pruned {row.pruned:2d} best {row.best_valid:.4f} test {row.test:.4f} "
-                        f"({row.seconds:.1f} s)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+            for key in ROWS:
+                system, stopper, sampler = key
+                run = run_autotune if system == "autotune" else run_optuna
+                row = run(lab, stopper, sampler, seed, args.trials)
+                rows.append(row)
+                print(
+                    f"{dataset} seed {seed} {LABELS[key]:40s} rounds {row.rounds:5d} "
+                    f"pruned {row.pruned:2d} best {row.best_valid:.4f} test {row.test:.4f} "
+                    f"({row.seconds:.1f} s; {time.perf_counter() - start:.0f} s so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        if args.check_service:
+            ours = next(
+                r for r in rows
+                if (r.dataset, r.system, r.stopper, r.sampler, r.seed)
+                == (dataset, "autotune", "asha", "random", 0)
+            )  # fmt: skip
+            check_service(lab, 0, args.trials, ours)
+            print(f"{dataset}: the service decided as the pure stopper", file=sys.stderr)
+        trained += lab.trained
     summary = summarize(rows)
     result = {
         "benchmark": "early_stopping",
-        "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average": list(__import__("os").getloadavg()),
+        },
         "settings": {
             "seeds": args.seeds,
             "trials": args.trials,
@@ -424,9 +563,14 @@ def main() -> None:
             "min_resource": args.min_resource,
             "median_startup_trials": MEDIAN_STARTUP,
             "median_warmup_steps": MEDIAN_WARMUP,
-            "autotune_stoppers": {k: autotune_stopper(k, args.rounds) for k in STOPPERS},
+            "autotune_stoppers": {
+                k: autotune_stopper(k, args.rounds)
+                for k in ("none", "median", "asha", "asha_plain", "hyperband")
+            },
+            "service_checked": args.check_service,
         },
         "elapsed_s": time.perf_counter() - start,
+        "rounds_trained": trained,
         "summary": summary,
         "targets": targets(summary),
         "rows": [asdict(r) for r in rows],
@@ -435,7 +579,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(summary))
     print(json.dumps(result["targets"], indent=2))
-    print(f"elapsed {result['elapsed_s']:.0f} s -> {args.out}")
+    print(f"elapsed {result['elapsed_s']:.0f} s, {trained} rounds trained -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ Built-in rules (``{"type": ...}`` in a study's ``stopper``):
 - ``percentile``: the same against a percentile (``percentile=25`` keeps the top quarter).
 - ``asha``: asynchronous successive halving (Li et al., 2020, "A System for Massively Parallel
   Hyperparameter Tuning"): rungs at ``min_resource * eta**k``; a trial continues past a rung only
-  if its value there is in the top ``1/eta`` of the values recorded at that rung.
+  if its value there is in the top ``1/eta`` of the values recorded at that rung, or if a
+  learning-curve guard spares it: its curve, continued optimistically to the next rung, would
+  still beat the best final value of the trials that got there (``extrapolation``, on by
+  default; see :class:`AshaStopper`).
 - ``hyperband``: several ASHA brackets with different minimum resources (Li et al., 2018);
   trials are assigned to brackets deterministically by number.
 - ``patience``: stop when the best value has not improved by ``min_delta`` for ``patience``
@@ -368,7 +371,8 @@ class HyperbandConfig(_Config):
 
 class HyperbandStopper(Stopper):
     """Hyperband as brackets of ASHA with min_early_stopping_rate 0..s_max; trial ``n`` goes to
-    bracket ``n mod n_brackets``, and only competes with trials of its bracket."""
+    bracket ``n mod n_brackets``, and only competes with trials of its bracket. Each bracket's
+    ASHA has the learning-curve guard (``extrapolation``) and spares against its bracket."""
 
     name = "hyperband"
 

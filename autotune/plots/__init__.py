@@ -40,7 +40,7 @@ __all__ = [
 _WHERE = {
     "plot_history": "_history",
     "plot_edf": "_history",
-    "plot_parallel_coordinates": "_params",
+    "plot_parallel_coordinates": "_parcoords",
     "plot_slice": "_params",
     "plot_contour": "_params",
     "plot_importance": "_importance",
@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from autotune.plots._history import plot_edf, plot_history
     from autotune.plots._importance import param_importances, plot_importance
     from autotune.plots._mixin import StudyPlotsMixin
-    from autotune.plots._params import plot_contour, plot_parallel_coordinates, plot_slice
+    from autotune.plots._params import plot_contour, plot_slice
+    from autotune.plots._parcoords import plot_parallel_coordinates
     from autotune.plots._pareto import pareto_mask, plot_pareto_front
     from autotune.plots._registry import make_figure, plot_kinds
 

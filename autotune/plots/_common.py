@@ -34,6 +34,7 @@ __all__ = [
     "param_axis",
     "check_params",
     "finish_layout",
+    "TEMPLATE",
 ]
 
 # Past this many points a scatter figure shows a sample: SVG draws two thousand points in a
@@ -174,7 +175,7 @@ def empty_figure(title: str, message: str) -> go.Figure:
 # which costs more than drawing the data of a large study.
 _GRID = "#e5ecf6"
 _AXIS = {"gridcolor": _GRID, "zerolinecolor": _GRID, "linecolor": "#b0b8c4", "automargin": True}
-_TEMPLATE: dict[str, Any] = {
+TEMPLATE: dict[str, Any] = {
     "layout": {
         "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
         "paper_bgcolor": "white",
@@ -191,7 +192,7 @@ _TEMPLATE: dict[str, Any] = {
 def finish_layout(fig: go.Figure) -> go.Figure:
     """The look every figure shares."""
     # Assigned, not passed to update_layout: that path costs ~50 ms per figure for a template.
-    fig.layout.template = _TEMPLATE
+    fig.layout.template = TEMPLATE
     fig.update_layout(
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1, "xanchor": "right"},

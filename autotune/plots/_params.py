@@ -1,4 +1,5 @@
-"""How parameters relate to an objective: parallel coordinates, slice and contour."""
+"""How parameters relate to an objective: slice and contour (parallel coordinates are in
+:mod:`autotune.plots._parcoords`)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,8 @@ from autotune.plots._common import (
 )
 from autotune.plots._registry import register
 
-__all__ = ["plot_parallel_coordinates", "plot_slice", "plot_contour"]
+__all__ = ["plot_slice", "plot_contour"]
 
-# Parallel coordinates draw one line per trial; past this many the picture is a solid band.
-_PARCOORDS_MAX_LINES = 1000
 _SLICE_COLUMNS = 3
 # One panel per parameter: a smaller sample than other figures keeps the markers drawn in all
 # panels together near those of one scatter figure.
@@ -42,84 +41,6 @@ _COLORSCALE = "Blues"
 def _colorscale(minimize: bool) -> str:
     # The best values get the darkest colour whichever the direction.
     return _COLORSCALE if not minimize else _COLORSCALE + "_r"
-
-
-@register("parallel_coordinates", title="Parallel coordinates")
-def plot_parallel_coordinates(
-    study: Study,
-    trials: Sequence[Trial],
-    *,
-    objective: str | None = None,
-    params: Sequence[str] | None = None,
-    max_points: int = _PARCOORDS_MAX_LINES,
-) -> go.Figure:
-    """One line per completed trial across its parameters and the objective.
-
-    A conditional parameter that is inactive in a trial sits on an extra "inactive" tick below
-    its range, so the trial's line stays whole.
-
-    Args:
-        study: the study.
-        trials: its trials (completed ones are drawn).
-        objective: which objective colours the lines (default: the first).
-        params: which parameters (default: all).
-        max_points: at most this many lines (the best always among them).
-    """
-    obj = objective_of(study, objective)
-    names = check_params(study, params)
-    title = f"Parallel coordinates of {obj.name}"
-    kept, y, _ = completed_values(study, trials, obj.name)
-    if len(kept) == 0:
-        return empty_figure(title, "No completed trials yet")
-    idx = downsample(len(kept), max_points, keep=best_indices(obj, y))
-    shown = [kept[i] for i in idx]
-    ys = y[idx]
-    dims = [{"label": obj.name, "values": ys, "range": [float(ys.min()), float(ys.max())]}]
-    for name in names:
-        ax = param_axis(study, name, shown)
-        pos = ax.positions
-        if np.all(np.isnan(pos)):
-            continue
-        dim: dict = {"label": name}
-        if ax.categorical:
-            lo, hi = -0.5, len(ax.axis["tickvals"]) - 0.5
-            tickvals, ticktext = list(ax.axis["tickvals"]), list(ax.axis["ticktext"])
-        else:
-            if ax.log:
-                pos = np.log10(pos)
-            finite = pos[~np.isnan(pos)]
-            lo, hi = float(finite.min()), float(finite.max())
-            if hi == lo:
-                lo, hi = lo - 0.5, hi + 0.5
-            ticks = np.linspace(lo, hi, 5)
-            tickvals = list(ticks)
-            ticktext = [_fmt(10**t if ax.log else t) for t in ticks]
-        if np.isnan(pos).any():
-            below = lo - 0.1 * (hi - lo)
-            pos = np.where(np.isnan(pos), below, pos)
-            tickvals, ticktext = [below, *tickvals], ["inactive", *ticktext]
-            lo = below
-        dim.update(values=pos, range=[lo, hi], tickvals=tickvals, ticktext=ticktext)
-        dims.append(dim)
-    fig = go.Figure(
-        go.Parcoords(
-            dimensions=dims,
-            line={
-                "color": ys,
-                "colorscale": _colorscale(obj.minimize),
-                "showscale": True,
-                "colorbar": {"title": {"text": obj.name}},
-            },
-        )
-    )
-    fig.update_layout(title=title + sampled_note(len(idx), len(kept)))
-    finish_layout(fig)
-    fig.update_layout(margin={"l": 70, "r": 70, "t": 80, "b": 30})
-    return fig
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
 
 
 @register("slice", title="Slice")

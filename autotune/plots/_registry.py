@@ -29,6 +29,7 @@ _KINDS: dict[str, PlotKind] = {}
 # Modules whose import registers the kinds (imported on first lookup: plotly loads lazily).
 _MODULES = (
     "autotune.plots._history",
+    "autotune.plots._parcoords",
     "autotune.plots._params",
     "autotune.plots._importance",
     "autotune.plots._pareto",

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from plot_helpers import make_study, make_trials
+from plot_helpers import T0, make_study, make_trials
 
 from autotune import plots
 from autotune.errors import ValidationError
@@ -83,21 +83,79 @@ def test_empty_study_gives_a_figure_that_says_so(study: Study) -> None:
         assert any(w in text for w in ("No ", "Needs", "Fewer")), kind
 
 
+def _axis_ticks(fig: go.Figure) -> dict[str, list[str]]:
+    """Each parallel-coordinates axis' tick labels, by axis label."""
+    ticks: dict[str, list[str]] = {label: [] for label in fig.layout.xaxis.ticktext}
+    for a in fig.layout.annotations:
+        ticks[a.name.removeprefix("tick:")].append(a.text)
+    return ticks
+
+
+def _lines(fig: go.Figure) -> list[np.ndarray]:
+    """Every polyline of a parallel-coordinates figure as its (n_axes,) vertex heights."""
+    out = []
+    for t in fig.data:
+        if t.mode != "lines":
+            continue
+        y = np.asarray(t.y, dtype=float)
+        out += [seg for seg in np.split(y, np.flatnonzero(np.isnan(y))) if len(seg[~np.isnan(seg)])]
+    return [seg[~np.isnan(seg)] for seg in out]
+
+
 def test_parallel_coordinates_with_conditional_and_categorical(
     study: Study, trials: list[Trial]
 ) -> None:
     fig = plots.plot_parallel_coordinates(study, trials)
-    (pc,) = fig.data
-    labels = [d.label for d in pc.dimensions]
-    assert labels == ["loss", "lr", "depth", "kernel", "gamma"]
-    kernel = pc.dimensions[3]
-    assert list(kernel.ticktext) == ["linear", "rbf"]
-    gamma = pc.dimensions[4]
-    assert gamma.ticktext[0] == "inactive"  # linear-kernel trials have no gamma
-    n_done = sum(t.state == "completed" for t in trials)
-    assert len(pc.dimensions[0].values) == n_done
-    lr = pc.dimensions[1]
-    assert max(lr.values) <= 0.0  # log10 of lr in [1e-4, 1]
+    # SVG scatter traces only: no WebGL parcoords.
+    assert {t.type for t in fig.data} == {"scatter"}
+    assert list(fig.layout.xaxis.ticktext) == ["loss", "lr", "depth", "kernel", "gamma"]
+    assert len(fig.layout.shapes) == 5  # one vertical axis each
+    ticks = _axis_ticks(fig)
+    assert ticks["kernel"] == ["linear", "rbf"]
+    assert ticks["gamma"][0] == "inactive"  # linear-kernel trials have no gamma
+    assert ticks["lr"] == ["0.0001", "0.001", "0.01", "0.1", "1"]  # log axis in real values
+    assert ticks["depth"] == [str(d) for d in range(1, 9)]
+    done = [t for t in trials if t.state == "completed"]
+    lines = _lines(fig)
+    assert len(lines) == len(done)  # every completed trial, one whole line each
+    assert all(len(line) == 5 for line in lines)
+    # Inactive gamma sits below its axis, active values on it.
+    n_linear = sum(t.params["kernel"] == "linear" for t in done)
+    gamma = np.array([line[4] for line in lines])
+    assert (gamma < 0).sum() == n_linear
+    assert ((gamma >= 0) & (gamma <= 1)).sum() == len(done) - n_linear
+    # The markers on the objective axis carry every trial's number; the bands are the key.
+    (markers,) = [t for t in fig.data if t.mode == "markers"]
+    assert sorted(markers.customdata) == [t.number for t in done]
+    assert fig.layout.legend.title.text == "loss"
+    assert "showing" not in fig.layout.title.text
+
+
+def test_parallel_coordinates_lines_map_real_values() -> None:
+    space = {"x": {"type": "float", "low": 0.0, "high": 10.0}, "c": {"type": "categorical",
+             "choices": ["a", "b", "c"]}}  # fmt: skip
+    study = make_study(space=space)
+    trials = [
+        Trial(number=i, state="completed", params=p,
+              values={"loss": v}, created_at=T0, completed_at=T0)
+        for i, (p, v) in enumerate([({"x": 2.5, "c": "b"}, 1.0), ({"x": 10.0, "c": "c"}, 3.0)])
+    ]  # fmt: skip
+    fig = plots.plot_parallel_coordinates(study, trials)
+    lines = sorted(_lines(fig), key=lambda line: line[0])
+    np.testing.assert_allclose(lines[0], [0.0, 0.25, 0.5])  # best loss, x=2.5 of 0-10, "b"
+    np.testing.assert_allclose(lines[1], [1.0, 1.0, 1.0])
+    assert _axis_ticks(fig)["c"] == ["a", "b", "c"]
+    # The best line is drawn last (on top) and the darkest; a maximised objective flips it.
+    assert [t.name for t in fig.data if t.mode == "lines"][-1].startswith("1–")
+
+
+def test_parallel_coordinates_options(study: Study, trials: list[Trial]) -> None:
+    fig = plots.plot_parallel_coordinates(study, trials, params=["kernel", "lr"])
+    assert list(fig.layout.xaxis.ticktext) == ["loss", "kernel", "lr"]
+    with pytest.raises(ValidationError, match="unknown parameter 'nope'"):
+        plots.plot_parallel_coordinates(study, trials, params=["nope"])
+    with pytest.raises(ValidationError, match="max_points"):
+        plots.plot_parallel_coordinates(study, trials, max_points=0)
 
 
 def test_slice_one_panel_per_parameter(study: Study, trials: list[Trial]) -> None:
@@ -232,7 +290,14 @@ def test_large_study_is_sampled_and_uses_webgl(study: Study) -> None:
     assert min(pts.y) == pytest.approx(best)
     assert _points(fig, "best so far").y[-1] == pytest.approx(best)
     pc = plots.plot_parallel_coordinates(study, trials)
-    assert len(pc.data[0].dimensions[0].values) == 1000 < n_done
+    assert len(_lines(pc)) == 1000 < n_done
+    assert f"showing 1,000 of {n_done:,}: the best 250" in pc.layout.title.text
+    # The best trials are all drawn; the sample spans the whole range of values.
+    drawn = set(next(t for t in pc.data if t.mode == "markers").customdata)
+    done = sorted((t for t in trials if t.state == "completed"), key=lambda t: t.values["loss"])
+    assert {t.number for t in done[:250]} <= drawn
+    assert done[-1].number in drawn  # the worst too: the objective axis spans every value
+    assert {t.type for t in pc.data} == {"scatter"}
     curves = plots.plot_intermediate_values(study, trials, max_curves=50)
     assert "showing 50 of" in curves.layout.title.text
     edf = plots.plot_edf(study, trials)

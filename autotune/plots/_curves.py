@@ -149,8 +149,10 @@ def plot_timeline(
             lane: str | int = (t.client_id or _NO_CLIENT) if by_client else t.number
             ys[3 * i : 3 * i + 2] = lane
         fig.add_trace(
+            # Sized by its bars (each a two-point segment of one SVG path), not its points: a
+            # sampled timeline stays SVG as the other sampled figures do.
             scatter_trace(
-                len(xs),
+                len(group),
                 x=xs,
                 y=ys,
                 mode="lines",

@@ -1,7 +1,9 @@
 """The web dashboard served at ``/`` of ``autotune serve``.
 
-Static HTML, JavaScript and CSS from this package (plain JS, no build step) with plotly.js
-served from the installed plotly package, so it works offline: no CDN. Pages: studies; a study
+Static HTML, JavaScript and CSS from this package (plain JS, no build step) with plotly.js's
+cartesian bundle vendored next to them (``static/README.md``: a third of the full plotly.js,
+every trace the figures use) and the full plotly.js served from the installed plotly package for
+the few figures that need more (3-D), so it works offline: no CDN. Pages: studies; a study
 (figures, a trial table filtered, sorted and paged on the server, a trial's details; redrawn
 while the study runs); models (from the registry's ``/v1/models`` when the app mounts it);
 serving metrics; feature groups.
@@ -31,7 +33,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 # which change more often during development).
 _PLOTLY_CACHE = "public, max-age=86400"
 _ASSET_CACHE = "public, max-age=3600"
-_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+_ASSETS = {
+    "app.js": ("text/javascript", _ASSET_CACHE),
+    "style.css": ("text/css", _ASSET_CACHE),
+    "plotly-cartesian.min.js": ("text/javascript", _PLOTLY_CACHE),
+}
 
 router = APIRouter(include_in_schema=False)
 logger = logging.getLogger("autotune.dashboard")
@@ -82,12 +88,11 @@ def plotly_js() -> FileResponse:
 
 @router.get("/dashboard/static/{name}")
 def asset(name: str) -> FileResponse:
-    media = _ASSETS.get(name)
-    if media is None:  # only the files listed: no path ever reaches the file system
+    found = _ASSETS.get(name)
+    if found is None:  # only the files listed: no path ever reaches the file system
         raise HTTPException(404)
-    return FileResponse(
-        STATIC_DIR / name, media_type=media, headers={"Cache-Control": _ASSET_CACHE}
-    )
+    media, cache = found
+    return FileResponse(STATIC_DIR / name, media_type=media, headers={"Cache-Control": cache})
 
 
 def mount_dashboard(app: FastAPI) -> None:

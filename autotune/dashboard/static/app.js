@@ -11,9 +11,15 @@ const POLL_MS = 3000;
 const PAGE_SIZES = [25, 50, 100, 250];
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 
-// Drawn after the others, at the end of the figures: a WebGL figure costs a second or more to
-// start without a GPU (software rendering), which should not hold back the first screen.
-const LAZY_KINDS = new Set(["parallel_coordinates"]);
+// Figures that take the page's full width.
+const WIDE_KINDS = new Set(["parallel_coordinates", "slice"]);
+// The page loads plotly.js's cartesian bundle (index.html), which has these traces: every figure
+// of a study but a 3-D one. A page with any other trace loads the full plotly.js once, before it
+// draws a figure (it then replaces the cartesian one as window.Plotly).
+const CARTESIAN_TRACES = new Set(["bar", "box", "contour", "heatmap", "histogram", "histogram2d",
+  "histogram2dcontour", "image", "pie", "scatter", "scatterternary", "violin"]);
+const FULL_PLOTLY = "/dashboard/static/plotly.min.js";
+let fullPlotly = null;
 
 let pollTimer = null;
 let routeToken = 0;
@@ -213,16 +219,14 @@ async function studyPage(name, query, token) {
   const detail = h("div", { id: "trial-detail" });
   main().replaceChildren(header, h("h2", {}, "Figures"), figures, h("h2", {}, "Trials"), tableBox, detail);
   renderStudyHeader(header, summary);
-  // Eager figures first, lazy ones (WebGL) last on the page.
-  const plots = [...summary.plots].sort((a, b) => LAZY_KINDS.has(a.kind) - LAZY_KINDS.has(b.kind));
-  for (const p of plots) {
-    const wide = LAZY_KINDS.has(p.kind) || p.kind === "slice";
-    figures.append(h("div", { class: "figure" + (wide ? " wide" : ""), id: `fig-${p.kind}`, "data-kind": p.kind },
+  for (const p of summary.plots) {
+    figures.append(h("div", { class: "figure" + (WIDE_KINDS.has(p.kind) ? " wide" : ""), id: `fig-${p.kind}`, "data-kind": p.kind },
       h("div", { class: "placeholder" }, `${p.title}…`)));
   }
   renderTable(state, tableBox, detail, token, data.table);
+  const ready = plotlyFor(traceTypes(Object.values(data.figures)));
   const detailShown = state.selected !== null ? showTrial(state, detail, Number(state.selected)) : null;
-  await plotlyLoaded();
+  await ready;
   await drawFigures(state, data.figures, token);
   if (detailShown) await detailShown;
   if (token !== routeToken) return;
@@ -234,6 +238,7 @@ async function studyPage(name, query, token) {
       if (token !== routeToken) return;
       state.version = fresh.summary.version;
       renderStudyHeader(header, fresh.summary);
+      await plotlyFor(traceTypes(Object.values(fresh.figures)));
       await Promise.all([drawFigures(state, fresh.figures, token), loadTable(state, tableBox, detail, token)]);
     }
     schedule(token, poll);
@@ -244,6 +249,34 @@ async function studyPage(name, query, token) {
 function plotlyLoaded() {
   if (window.Plotly) return Promise.resolve();
   return new Promise((resolve) => window.addEventListener("load", resolve, { once: true }));
+}
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const el = h("script", { src });
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`could not load ${src}`));
+    document.head.append(el);
+  });
+}
+
+function traceTypes(figures) {
+  const types = new Set();
+  for (const fig of figures) for (const t of (fig && fig.data) || []) types.add(t.type || "scatter");
+  return types;
+}
+
+// Resolves once a plotly.js that draws every trace type in ``types`` is window.Plotly.
+async function plotlyFor(types) {
+  await plotlyLoaded();
+  if (!fullPlotly && [...types].some((t) => !CARTESIAN_TRACES.has(t))) {
+    fullPlotly = loadScript(FULL_PLOTLY);
+  }
+  if (fullPlotly) await fullPlotly;
+  if (!window.__plotlyReadyAt) {
+    window.__plotlyReadyAt = performance.now();
+    performance.mark("plotly:ready");
+  }
 }
 
 function renderStudyHeader(box, summary) {
@@ -300,24 +333,14 @@ function markDrawn() {
 }
 
 async function drawFigures(state, figures, token) {
-  const deferred = [];
+  // In page order, each painted before the next is drawn: the first screen shows early.
   for (const [kind, fig] of Object.entries(figures)) {
     const el = document.getElementById(`fig-${kind}`);
     if (!el || token !== routeToken) continue;
-    if (LAZY_KINDS.has(kind)) { deferred.push([el, fig]); continue; }
     await drawOne(el, fig);
-    await nextFrame();  // painted before the next one is drawn
+    await nextFrame();
     markDrawn();
   }
-  // After a frame with the others painted, so it never holds them back.
-  (async () => {
-    await nextFrame();
-    for (const [el, fig] of deferred) {
-      if (token !== routeToken) return;
-      await drawOne(el, fig);
-    }
-    markDrawn();
-  })();
 }
 
 function columnsOf(study) {
@@ -425,7 +448,7 @@ async function showTrial(state, box, number) {
       h("div", { class: "card" }, h("h3", {}, "Intermediate values"),
         t.intermediate.length ? curve : h("p", { class: "muted" }, "This trial reported no intermediate values."))));
   if (t.intermediate.length) {
-    await plotlyLoaded();
+    await plotlyFor(new Set(["scatter"]));
     await Plotly.react(curve, [{
       x: t.intermediate.map((m) => m.step), y: t.intermediate.map((m) => m.value),
       mode: "lines+markers", name: `trial ${t.number}`,

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from dashboard_helpers import seed_service_study
@@ -11,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from autotune.api.app import create_app
 from autotune.client import Client
-from autotune.dashboard import plotly_js_path
+from autotune.dashboard import STATIC_DIR, plotly_js_path
 from autotune.service import StudyService
 
 N = 45
@@ -32,15 +34,38 @@ def test_index_assets_and_plotly_from_the_package(api: tuple[TestClient, StudySe
     client, _ = api
     index = client.get("/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-    assert "/dashboard/static/plotly.min.js" in index.text
+    # The page loads the vendored cartesian bundle; the full plotly.js stays served (app.js
+    # loads it for 3-D figures) from the installed plotly package.
+    assert "/dashboard/static/plotly-cartesian.min.js" in index.text
     assert "cdn" not in index.text.lower()
+    cartesian = client.get("/dashboard/static/plotly-cartesian.min.js")
+    assert cartesian.status_code == 200
+    assert cartesian.content == (STATIC_DIR / "plotly-cartesian.min.js").read_bytes()
+    assert "max-age=86400" in cartesian.headers["cache-control"]
     js = client.get("/dashboard/static/plotly.min.js")
     assert js.status_code == 200
     assert js.content == plotly_js_path().read_bytes()
+    assert client.get("/dashboard/static/README.md").status_code == 404
     assert client.get("/dashboard/static/app.js").status_code == 200
     assert client.get("/dashboard/static/style.css").status_code == 200
     assert client.get("/dashboard/static/..%2Fapi%2F__init__.py").status_code == 404
     assert client.get("/dashboard/static/index.html").status_code == 404
+
+
+def _plotly_js_version(path: Path) -> str:
+    head = path.read_text(encoding="utf-8", errors="replace")[:300]
+    found = re.search(r"plotly\.js.*? v(\d+\.\d+\.\d+)", head)
+    assert found, head
+    return found.group(1)
+
+
+def test_vendored_bundle_matches_the_installed_plotly() -> None:
+    # The figures' JSON is written by the installed plotly package; the page draws it with the
+    # vendored bundle, which must be the same major plotly.js (static/README.md says how to
+    # update it).
+    vendored = _plotly_js_version(STATIC_DIR / "plotly-cartesian.min.js")
+    installed = _plotly_js_version(plotly_js_path())
+    assert vendored.split(".")[0] == installed.split(".")[0], (vendored, installed)
 
 
 def test_studies_list(api: tuple[TestClient, StudyService]) -> None:

@@ -158,9 +158,16 @@ def test_studies_page(page: Page) -> None:
     assert "demo" in first and str(N_TRIALS) in first and "active" in first
 
 
+def _scripts(p: Any) -> list[str]:
+    """The plotly.js files the page fetched."""
+    return p.evaluate(
+        """() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)
+            .filter(n => n.includes('plotly'))"""
+    )
+
+
 def test_study_page_draws_every_figure_and_the_table(page: Page) -> None:
     p = page.open("#/studies/demo")
-    # The parallel coordinates (WebGL) draw after the first screen.
     p.wait_for_function("window.__dashboardAllDrawn === true", timeout=READY_TIMEOUT_MS)
     figures = _drawn(p)
     assert set(figures) == {
@@ -170,7 +177,11 @@ def test_study_page_draws_every_figure_and_the_table(page: Page) -> None:
     for kind, f in figures.items():
         assert f["drawn"], kind
         assert f["width"] > 100 and f["height"] > 100, (kind, f)
-        assert f["marks"] + f["canvases"] > 0, (kind, f)
+        assert f["marks"] > 0, (kind, f)
+        assert f["canvases"] == 0, (kind, f)  # SVG only: no WebGL context to start
+    # Only plotly.js's cartesian bundle was needed, not the full one.
+    assert _scripts(p) == ["/dashboard/static/plotly-cartesian.min.js"]
+    _check_parallel_coordinates(p)
     count = p.locator("#trial-count")
     assert count.get_attribute("data-total") == str(N_TRIALS)
     assert count.get_attribute("data-n-trials") == str(N_TRIALS)
@@ -179,6 +190,50 @@ def test_study_page_draws_every_figure_and_the_table(page: Page) -> None:
     SCREENSHOT.parent.mkdir(exist_ok=True)
     p.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 50_000
+
+
+def _check_parallel_coordinates(p: Any) -> None:
+    """An SVG figure with one labelled axis per parameter and the objective, and its lines."""
+    fig = p.locator("#fig-parallel_coordinates")
+    assert fig.locator("svg.main-svg").count() > 0
+    labels = fig.locator(".xtick text").all_text_contents()
+    assert labels == ["loss", "lr", "depth", "kernel", "gamma"]
+    # One vertical line per axis (layout shapes), categorical and inactive ticks labelled.
+    assert fig.locator(".shapelayer path").count() == 5
+    ticks = fig.locator(".annotation-text").all_text_contents()
+    assert {"linear", "rbf", "inactive", "0.0001", "1"} <= set(ticks)
+    # The trials' polylines: non-empty SVG paths with a vertex on every axis.
+    lines = fig.locator(".scatterlayer path.js-line").evaluate_all(
+        "ps => ps.map(p => (p.getAttribute('d') || '').split(/[ML]/).filter(Boolean).length)"
+    )
+    assert lines and sum(lines) >= 5 * 50, lines
+    assert "Parallel coordinates of loss" in fig.locator(".gtitle").text_content()
+
+
+def test_a_trace_outside_the_cartesian_bundle_loads_the_full_plotly(page: Page) -> None:
+    # A study of two objectives: its Pareto front draws with the cartesian bundle too.
+    p = page.open("#/studies/multi")
+    p.wait_for_function("window.__dashboardAllDrawn === true", timeout=READY_TIMEOUT_MS)
+    figures = _drawn(p)
+    assert figures["pareto_front"]["drawn"] and figures["pareto_front"]["marks"] > 0
+    assert _scripts(p) == ["/dashboard/static/plotly-cartesian.min.js"]
+    assert p.evaluate("Plotly.PlotSchema.get().traces.scatter3d === undefined")
+    # A figure with a 3-D trace (plot_pareto_front(objectives=[three names]) makes one) gets the
+    # full plotly.js first, through the page's own loader.
+    drawn = p.evaluate(
+        """async () => {
+            await plotlyFor(traceTypes([{data: [{type: 'scatter3d'}]}]));
+            const el = document.createElement('div');
+            document.body.append(el);
+            await Plotly.newPlot(el, [{type: 'scatter3d', mode: 'markers', x: [1, 2, 3],
+                                       y: [3, 1, 2], z: [2, 3, 1]}]);
+            return !!el.querySelector('.gl-container canvas');
+        }"""
+    )
+    assert drawn
+    assert _scripts(p) == [
+        "/dashboard/static/plotly-cartesian.min.js", "/dashboard/static/plotly.min.js",
+    ]  # fmt: skip
 
 
 def _numbers(p: Any) -> list[int]:
@@ -205,7 +260,7 @@ def test_trial_table_pages_sorts_and_filters(page: Page) -> None:
     p.fill("#trial-filter", "kernel=rbf depth<=4")
     p.press("#trial-filter", "Enter")
     p.wait_for_function(
-        "document.querySelector('#trial-count').dataset.total !== '120'", timeout=10_000
+        "document.querySelector('#trial-count').dataset.total !== '120'", timeout=READY_TIMEOUT_MS
     )
     shown = p.locator("#trials tbody tr").count()
     assert 0 < shown < 50

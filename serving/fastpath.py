@@ -20,6 +20,7 @@ ASGI scope and the model name before anything else is read; it raises an ``Autot
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -45,16 +46,22 @@ _PREDICT = "/predict"
 _INFER = "/infer"
 
 
+# Fresh request ids: a random per-process prefix and a counter (unique across replicas without
+# a system call per request).
+_RID_PREFIX = os.urandom(8).hex()
+_rid_counter = itertools.count()
+
+
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The caller's ``X-Request-ID`` when sane (printable, at most 128 characters), else a
-    fresh random one."""
+    fresh one (32 hex digits)."""
     for k, v in headers:
         if k == b"x-request-id":
             rid = v.decode("latin-1")
             if rid and len(rid) <= 128 and rid.isprintable():
                 return rid
             break
-    return os.urandom(16).hex()
+    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _parse(body: bytes) -> Any:

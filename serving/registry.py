@@ -503,7 +503,7 @@ class ModelRegistry:
         actor = actor or _default_actor()
         now = self._clock()
         draft = ModelVersion(
-            name=name,
+            name=_bare(name),
             version=0,
             artifact=ref,
             signature=sig,
@@ -930,7 +930,7 @@ class ModelRegistry:
                 )
             return PromotionResult(
                 promoted=better,
-                comparison=Comparison(id=cid, name=name, **values),
+                comparison=Comparison(id=cid, name=_bare(name), **values),
                 event=event,
             )
 

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.errors import InvalidInputError
 
@@ -43,6 +43,12 @@ MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 ALIAS_PATTERN = re.compile(r"^(?![0-9]+$)[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 # Invalid-input errors list at most this many offending cells; the count says how many more.
 MAX_REPORTED_TYPE_ERRORS = 20
+# Request limits (the tuning API's live in autotune/api/limits.py; these are the same bounds).
+MAX_FEATURES = 10_000  # inputs of one signature
+MAX_CLASSES = 10_000  # class labels of a classifier
+MAX_TEXT = 256  # a short string: a name, a dataset, a version label
+MAX_DESCRIPTION = 10_000
+MAX_LINEAGE_EXTRA = 64  # lineage fields beyond the named ones
 
 FeatureType = Literal["float", "int", "bool"]
 _FLOATISH = {float, int}
@@ -66,7 +72,7 @@ class Signature(BaseModel):
     """The ordered input features of a model; the order is the model's column order."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    inputs: list[Feature] = Field(min_length=1, max_length=100_000)
+    inputs: list[Feature] = Field(min_length=1, max_length=MAX_FEATURES)
 
     @field_validator("inputs")
     @classmethod
@@ -226,26 +232,42 @@ class OutputSchema(BaseModel):
     """What the model returns: one output tensor (Open Inference Protocol terms)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str = "prediction"
+    name: str = Field(default="prediction", min_length=1, max_length=MAX_TEXT)
     datatype: Literal["FP32", "FP64", "INT64"] = "FP32"
     task: Literal["regression", "classification"] | None = None
     classes: list[Any] | None = Field(
-        default=None, description="Class labels, in the order of the probability columns."
+        default=None,
+        max_length=MAX_CLASSES,
+        description="Class labels, in the order of the probability columns.",
     )
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
 
 
 class Lineage(BaseModel):
     """Where a model version came from. Serving records it; it does not interpret it."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
-    study: str | None = None
-    trial: int | None = None
-    dataset: str | None = None
-    dataset_version: str | None = None
-    feature_set: str | None = None
-    feature_set_version: str | None = None
-    code_version: str | None = Field(default=None, description="git sha of the training code.")
+    study: str | None = Field(default=None, max_length=MAX_TEXT)
+    trial: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    dataset: str | None = Field(default=None, max_length=MAX_TEXT)
+    dataset_version: str | None = Field(default=None, max_length=MAX_TEXT)
+    feature_set: str | None = Field(default=None, max_length=MAX_TEXT)
+    feature_set_version: str | None = Field(default=None, max_length=MAX_TEXT)
+    code_version: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="git sha of the training code."
+    )
+
+    @model_validator(mode="after")
+    def _bounded_extra(self) -> Lineage:
+        extra = self.__pydantic_extra__ or {}
+        if len(extra) > MAX_LINEAGE_EXTRA:
+            raise ValueError(
+                f"lineage has {len(extra)} extra fields; at most {MAX_LINEAGE_EXTRA} are allowed"
+            )
+        long = [k for k in extra if len(k) > MAX_TEXT]
+        if long:
+            raise ValueError(f"lineage field names are at most {MAX_TEXT} characters")
+        return self
 
 
 class ArtifactRef(BaseModel):

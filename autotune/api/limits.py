@@ -279,6 +279,10 @@ class LimitsMiddleware:
             if settings.rate_per_s > 0
             else None
         )
+        smallest = min(
+            settings.max_body_bytes, settings.max_predict_bytes, settings.max_upload_bytes
+        )
+        self._small_digits = len(str(smallest))
 
     def body_limit(self, method: str, path: str) -> tuple[int, str]:
         """The body limit of a request, and the setting that holds it."""
@@ -306,13 +310,17 @@ class LimitsMiddleware:
         if self.buckets is not None and not await self._admit(scope, send):
             return
         length: bytes | None = None
-        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
+                if len(value) < self._small_digits:
+                    # Fewer digits than the smallest limit: under every limit, no parsing.
+                    await self.app(scope, receive, send)
+                    return
                 length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        if length is None and not chunked:
+                break
+            if name == b"transfer-encoding":
+                break
+        else:  # neither: no body
             await self.app(scope, receive, send)
             return
         limit, setting = self.body_limit(scope["method"], scope["path"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from autotune.api.limits import MAX_CLIENT_ID, MAX_KEY, MAX_METRICS, MAX_PARAMS, MAX_SUGGEST
 from autotune.models import Trial
 
 __all__ = [
@@ -21,8 +22,6 @@ __all__ = [
     "MAX_SUGGEST",
 ]
 
-MAX_SUGGEST = 1000  # one request's trials; more would be one huge transaction
-
 
 def _no_nul(v: str) -> str:
     # PostgreSQL text cannot hold NUL; refuse it here as bad input rather than fail on insert.
@@ -32,13 +31,16 @@ def _no_nul(v: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_nul)]
+ClientId = Annotated[str, StringConstraints(max_length=MAX_CLIENT_ID), AfterValidator(_no_nul)]
+# A key of a mapping the user names (metric, parameter).
+Key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_KEY), AfterValidator(_no_nul)]
 
 
 class SuggestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(default=1, ge=1, le=MAX_SUGGEST, description="How many trials.")
-    client_id: Text | None = Field(
+    client_id: ClientId | None = Field(
         default=None,
         description="Makes the request idempotent: while this client has running trials, "
         "asking again returns them instead of new ones.",
@@ -48,8 +50,13 @@ class SuggestRequest(BaseModel):
 class ObserveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    values: dict[str, float] = Field(description='Metric name -> value, e.g. {"loss": 0.12}.')
-    metadata: dict[str, Any] | None = Field(default=None, description="Stored with the trial.")
+    values: dict[Key, float] = Field(
+        max_length=MAX_METRICS, description='Metric name -> value, e.g. {"loss": 0.12}.'
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="Stored with the trial; at most 64 KiB as JSON (422 beyond).",
+    )
 
 
 class ReportRequest(BaseModel):
@@ -70,7 +77,9 @@ class FailRequest(BaseModel):
 class EnqueueRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    params: dict[str, Any] = Field(description="A configuration to evaluate before the others.")
+    params: dict[Key, Any] = Field(
+        max_length=MAX_PARAMS, description="A configuration to evaluate before the others."
+    )
 
 
 class BestTrials(BaseModel):

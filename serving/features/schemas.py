@@ -26,6 +26,10 @@ __all__ = [
     "TRAINING_SET_NAME_PATTERN",
 ]
 
+# Request limits: feature references of one training set, a column name, a description.
+MAX_REFS = 10_000
+MAX_COLUMN = 256
+MAX_DESCRIPTION = 10_000
 TRAINING_SET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _REF = re.compile(
     r"^(?P<group>[A-Za-z][A-Za-z0-9_]{0,127})(?:@(?P<version>[0-9]{1,9}))?"
@@ -83,10 +87,10 @@ class TrainingSetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=TRAINING_SET_NAME_PATTERN.pattern)
-    features: list[str] = Field(min_length=1)
-    timestamp: str = "timestamp"
-    label: str | None = None
-    description: str = ""
+    features: list[str] = Field(min_length=1, max_length=MAX_REFS)
+    timestamp: str = Field(default="timestamp", min_length=1, max_length=MAX_COLUMN)
+    label: str | None = Field(default=None, max_length=MAX_COLUMN)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
 
 
 class TrainingSet(BaseModel):

@@ -3,7 +3,9 @@
 - ``AutotuneError`` subclasses: their own ``status`` and ``to_payload()``.
 - Request validation (malformed JSON, wrong types, out-of-range query): 422 ``invalid_argument``
   with a message naming the field and the pydantic errors in ``details.errors``.
-- Starlette's HTTP errors (unknown route, wrong method): their status, same shape.
+- Starlette's HTTP errors (unknown route, wrong method): their status, same shape; a body that
+  is not even text (FastAPI's 400) is a 422 on ``body`` like malformed JSON.
+- A number too large for the database (``OverflowError``): 422 ``invalid_argument``.
 - Database errors the client can act on: 503 ``unavailable`` (busy or unreachable; retryable)
   and 422 ``invalid_argument`` (a value the database refused).
 - Anything else: 500 ``internal`` with no traceback in the body; the traceback is logged.
@@ -27,7 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autotune.errors import AutotuneError, UnavailableError, ValidationError
 
-__all__ = ["install_error_handlers", "ErrorBody", "ErrorResponse", "ERROR_RESPONSES"]
+__all__ = [
+    "install_error_handlers",
+    "document_error_responses",
+    "ErrorBody",
+    "ErrorResponse",
+    "ERROR_RESPONSES",
+]
 
 logger = logging.getLogger("autotune.api")
 
@@ -36,7 +44,7 @@ _CODE_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    413: "invalid_argument",
+    413: "payload_too_large",
     415: "invalid_argument",
     422: "invalid_argument",
     503: "unavailable",
@@ -107,6 +115,15 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        # FastAPI's "error parsing the body": bytes that are not UTF-8 text. The same answer as
+        # for malformed JSON.
+        err = ValidationError(
+            f"the body is not valid JSON text ({type(exc.__cause__).__name__}: "
+            f"{str(exc.__cause__)[:200]})",
+            field="body",
+        )
+        return _json(err.status, err.to_payload())
     code = _CODE_BY_STATUS.get(exc.status_code, "internal" if exc.status_code >= 500 else "error")
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}; see /docs"
@@ -141,6 +158,14 @@ async def _database_refused(request: Request, exc: Exception) -> JSONResponse:
     return _json(err.status, err.to_payload())
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number the database driver cannot bind (SQLite: beyond 64 bits).
+    err = ValidationError(
+        f"a number in the request is out of range for the database ({exc})", field="body"
+    )
+    return _json(err.status, err.to_payload())
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     payload = {
@@ -161,4 +186,71 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.OperationalError, _database_unavailable)
     app.add_exception_handler(sa_exc.TimeoutError, _database_unavailable)
     app.add_exception_handler(sa_exc.DataError, _database_refused)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
+    document_error_responses(app)
+
+
+# The errors any operation may answer with, whatever its route declares: the handlers above and
+# the limits middleware (autotune/api/limits.py) produce them for every route.
+_ALWAYS = {
+    422: "Invalid input; details name the field and the allowed bound.",
+    429: "Too many requests from this API key or address; retry after Retry-After seconds.",
+    503: "Database busy or unreachable; retry.",
+}
+_WITH_PATH_PARAMS = {404: "The named resource does not exist."}
+_WITH_BODY = {
+    409: "Conflicts with the current state.",
+    413: "The request body is larger than this route allows.",
+}
+_BODY_METHODS = ("post", "put", "patch", "delete")
+
+
+def _error_schema() -> dict[str, Any]:
+    # Inline (no $ref), so the document needs no component of its own.
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    }
+
+
+def add_error_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """Declare in an OpenAPI ``document`` the error statuses every operation can answer with
+    (those it does not declare already). Returns the document, changed in place."""
+    content = {"application/json": {"schema": _error_schema()}}
+    for path, item in document.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            codes: dict[int, str] = dict(_ALWAYS)
+            if "{" in path:
+                codes.update(_WITH_PATH_PARAMS)
+            if method in _BODY_METHODS:
+                codes.update(_WITH_BODY)
+            responses = op["responses"]
+            for code, description in codes.items():
+                responses.setdefault(str(code), {"description": description, "content": content})
+    return document
+
+
+def document_error_responses(app: FastAPI) -> None:
+    """Make ``app``'s ``/openapi.json`` declare the errors every operation can answer with."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_error_responses(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -34,9 +34,10 @@ from autotune.storage import Database
 pytestmark = pytest.mark.slow
 
 N_CLIENTS = 8
-# Long enough that no live worker's trial goes silent that long (each pair is milliseconds),
+# Long enough that a live worker's trial rarely goes silent that long (a pair takes
+# milliseconds; on a loaded machine one that does is a late result, which the test allows for),
 # short enough that the test waits little for the dead workers' trials to be abandoned.
-HEARTBEAT_GRACE_S = 3.0
+HEARTBEAT_GRACE_S = 5.0
 MAX_TRIALS = 64
 KILL_AFTER_ACKS = 16  # well inside the budget: late results of in-flight trials still count
 # Retries with backoff capped at 2 s: about a minute, enough to ride out a restart on a loaded
@@ -215,7 +216,7 @@ def test_sigkill_under_eight_clients_loses_no_acknowledged_observe(
     for number, params in traffic.dropped.items():
         assert stored[number].state == TrialState.ABANDONED, stored[number]
         again = [t for t in stored.values() if t.number > number and t.params == params]
-        assert [t.state for t in again] == [TrialState.COMPLETED], (number, again)
+        assert TrialState.COMPLETED in [t.state for t in again], (number, again)
     # A late result refused (abandoned, configuration handed out again) left its trial abandoned.
     for number in traffic.refused_late:
         assert stored[number].state == TrialState.ABANDONED

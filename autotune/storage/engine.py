@@ -55,6 +55,10 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 # Transient errors are retried this many times, backing off from RETRY_BASE_S doubling each time.
 MAX_RETRIES = 5
 RETRY_BASE_S = 0.02
+RETRY_MAX_S = 1.0
+# A dropped connection gets more tries: when many pooled connections die at once (a database
+# restart, pg_terminate_backend), a retry can meet another one that had not yet noticed.
+MAX_DISCONNECT_RETRIES = 10
 # PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not available,
 # shutdown / crash, too many connections. Class 08 (connection exceptions) is retried too.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
@@ -296,14 +300,16 @@ class Database:
     def retrying(self, fn: Callable[[int], T]) -> T:
         """Call ``fn(attempt)``, retrying transient database errors with backoff; any other
         database error becomes an autotune error (``UnavailableError`` for operational ones)."""
-        for attempt in range(MAX_RETRIES + 1):
+        attempt = 0
+        while True:
             try:
                 return fn(attempt)
             except AutotuneError:
                 raise
             except (DBAPIError, DisconnectionError) as e:
-                if attempt < MAX_RETRIES and self._is_transient(e):
-                    delay = RETRY_BASE_S * 2**attempt * (0.5 + random.random())
+                limit = MAX_DISCONNECT_RETRIES if _is_disconnect(e) else MAX_RETRIES
+                if attempt < limit and self._is_transient(e):
+                    delay = min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt) * (0.5 + random.random())
                     log.warning(
                         "transient database error (retry %d in %.3fs): %s",
                         attempt + 1,
@@ -311,11 +317,11 @@ class Database:
                         _short(e),
                     )
                     time.sleep(delay)
+                    attempt += 1
                     continue
                 raise self._translate(e) from e
             except SQLAlchemyError as e:
                 raise self._translate(e) from e
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _translate(self, e: SQLAlchemyError) -> AutotuneError:
         detail = {"db_error": _short(e)}

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 BODY_LIMIT = 256 * 1024
+UPLOAD_LIMIT = 512 * 1024
 MODEL = "limits-model"
 FEATURES = ["f0", "f1", "f2"]
 MAX_ROWS = 10_000  # serving.runtime.MAX_ROWS
@@ -109,10 +110,15 @@ def _register_model(tmp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server with a 256 KiB body limit for the tuning API, a registered model, no rate limit."""
+    """A server with a 256 KiB body limit for the tuning API and 512 KiB for uploads, a
+    registered model, no rate limit."""
     tmp = tmp_path_factory.mktemp("limits")
     _register_model(tmp)
-    yield from _serve(tmp, {"AUTOTUNE_MAX_BODY_BYTES": str(BODY_LIMIT)})
+    env = {
+        "AUTOTUNE_MAX_BODY_BYTES": str(BODY_LIMIT),
+        "AUTOTUNE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+    }
+    yield from _serve(tmp, env)
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +199,31 @@ def test_predict_has_its_own_larger_body_limit(server: str) -> None:
     r = http.post(f"{server}/v1/models/{MODEL}/predict", json={"rows": rows * 2})
     assert r.status_code == 200, r.text  # 300 KB: above the tuning API's limit, still served
     assert len(r.json()["predictions"]) == 10_000
+
+
+def test_ingestion_has_the_upload_limit_and_an_oversized_batch_stores_no_row(server: str) -> None:
+    group = {
+        "name": "limits_group",
+        "entities": [{"name": "id", "dtype": "int"}],
+        "event_time": "ts",
+        "features": [{"name": "note", "dtype": "string"}],
+    }
+    assert http.post(f"{server}/v1/feature-groups", json=group).status_code == 201
+
+    def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+        return [{"id": start + i, "ts": "2030-01-01T00:00:00Z", "note": "n" * 90} for i in range(n)]
+
+    url = f"{server}/v1/feature-groups/limits_group"
+    big = {"rows": rows(6000)}  # ~700 KB: over the upload limit
+    r = http.post(f"{url}/ingest", json=big)
+    err = _error(r, 413, "payload_too_large", "body")
+    assert err["details"] == {"field": "body", "limit": UPLOAD_LIMIT, "setting": "max_upload_bytes"}
+    found = http.post(f"{url}/online", json={"entities": [{"id": 0}, {"id": 5999}]}).json()
+    assert [row["status"] for row in found["rows"]] == ["missing", "missing"]
+
+    # 350 KB: over the tuning API's limit, under the upload limit: ingested.
+    r = http.post(f"{url}/ingest", json={"rows": rows(3000)})
+    assert r.status_code == 200 and r.json()["accepted"] == 3000, r.text
 
 
 def test_rows_per_predict_request_are_bounded(server: str) -> None:

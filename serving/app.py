@@ -194,6 +194,9 @@ def create_serving_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    from autotune.api.limits import install_limits
+
+    install_limits(app)  # body size (413) and per-key rate (429), as on autotune serve
     install_serving(app, srv, admin=not serving_only)
     if auth is None:
         auth = _env_bool("AUTOTUNE_AUTH", False)

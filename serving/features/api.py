@@ -255,6 +255,9 @@ def create_features_app(
 
     app = FastAPI(title="AutoTune feature store", lifespan=lifespan)
     install_error_handlers(app)
+    from autotune.api.limits import install_limits
+
+    install_limits(app)  # body size (413) and per-key rate (429), as on autotune serve
     install_features(app, fs)
     return app
 

@@ -30,6 +30,7 @@ DB_ENV = "AUTOTUNE_DB"
 SERVER_ENV = "AUTOTUNE_SERVER"
 API_KEY_ENV = "AUTOTUNE_API_KEY"
 AUTH_ENV = "AUTOTUNE_AUTH"
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def _is_loopback(host: str) -> bool:
@@ -146,6 +147,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
+        # uvicorn kills a worker that does not answer its health ping within this many seconds,
+        # and a worker still importing cannot: its 5 s default is shorter than the app's
+        # start-up on a loaded machine, and the workers were then killed and restarted forever.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
         **uvicorn_options(),
     )
 

@@ -251,3 +251,28 @@ def test_dashboard_needs_a_key_and_logs_in_with_a_cookie(server: AuthServer) -> 
         # The cookie never authorizes a change (a cross-site form could send it).
         r = browser.post("/v1/studies", json={"name": "x", "space": SPACE})
         assert r.status_code == 401
+
+
+def test_auth_is_on_by_default_off_loopback(tmp_path: Path) -> None:
+    from autotune.cli import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("10.1.2.3")
+    assert not _is_loopback("example.com")
+    db_url = f"sqlite:///{tmp_path / 'autotune.db'}"
+    # --host 0.0.0.0 with no flag: a key is required (asked over loopback all the same).
+    proc = start_auth_server(db_url, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert httpx.get(proc.url + "/v1/studies").status_code == 401  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    # --no-auth forces it off, loudly.
+    proc = start_auth_server(db_url, tmp_path, "--host", "0.0.0.0", "--no-auth")
+    try:
+        assert httpx.get(proc.url + "/v1/studies").status_code == 200  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("server-*.log"))
+    assert "WARNING: authentication is OFF while listening on 0.0.0.0" in logs

@@ -111,7 +111,7 @@ MAX_DESCRIPTION = 10_000
 
 # Paths whose health checks are never rate limited (load balancers poll them).
 _UNLIMITED_PATHS = frozenset({"/v1/health", "/v2/health/live", "/v2/health/ready", "/metrics"})
-_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost", "testclient"})
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost", "testclient"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

@@ -301,6 +301,30 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """What the middleware does with one (method, path), worked out once."""
+
+    public: bool
+    need: Scope
+    operator: bool
+    model: tuple[str, str, str] | None  # (prefix, name, rest) of a model route
+
+
+def _rule(method: str, path: str) -> _Rule:
+    m = _MODEL_PATH.match(path)
+    return _Rule(
+        public=bool(_PUBLIC.match(path)),
+        need=required_scope(method, path),
+        operator=bool(_OPERATOR.match(path)),
+        model=(m.group(1), m.group(2), m.group(3) or "") if m else None,
+    )
+
+
+# Distinct (method, path) decisions kept per process; past it the cache starts over.
+_RULES_MAX = 4096
+
+
 def required_scope(method: str, path: str) -> Scope:
     """The scope a request needs: admin for keys and server-wide views, read for reads (GET,
     predictions, online lookups), write for anything else."""
@@ -357,16 +381,24 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
         self.app = app
         self.keys = keys
+        # The hot path (a cached key on a known route) is a few dict lookups, no regex.
+        self._rules: dict[tuple[str, str], _Rule] = {}
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if _PUBLIC.match(path):
+        method: str = scope["method"]
+        rule = self._rules.get((method, path))
+        if rule is None:
+            rule = _rule(method, path)
+            if len(self._rules) >= _RULES_MAX:
+                self._rules.clear()
+            self._rules[(method, path)] = rule
+        if rule.public:
             await self.app(scope, receive, send)
             return
-        method: str = scope["method"]
         token = _header_token(scope.get("headers") or [], method)
         login = None
         if path == "/" and method == "GET" and scope.get("query_string"):
@@ -402,13 +434,13 @@ class AuthMiddleware:
             )
             await send({"type": "http.response.body", "body": b""})
             return
-        need = required_scope(method, path)
-        if principal.scope.rank < need.rank or (
-            _OPERATOR.match(path) and principal.project != DEFAULT_PROJECT
+        need = rule.need
+        if _RANK[principal.scope] < _RANK[need] or (
+            rule.operator and principal.project != DEFAULT_PROJECT
         ):
             who = (
                 "an admin key of the default project"
-                if _OPERATOR.match(path)
+                if rule.operator
                 else f"a key with scope {need.value!r}"
             )
             await _send_error(
@@ -421,9 +453,8 @@ class AuthMiddleware:
                 [],
             )
             return
-        m = _MODEL_PATH.match(path)
-        if m is not None:
-            name = m.group(2)
+        if rule.model is not None:
+            prefix, name, rest = rule.model
             if QUALIFIER in name:  # only the middleware qualifies names
                 await _send_error(
                     send,
@@ -432,7 +463,7 @@ class AuthMiddleware:
                 )
                 return
             if principal.project != DEFAULT_PROJECT:
-                path = m.group(1) + qualify(principal.project, name) + (m.group(3) or "")
+                path = prefix + qualify(principal.project, name) + rest
                 scope = dict(scope)
                 scope["path"] = path
                 scope["raw_path"] = path.encode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -141,7 +142,24 @@ def create_app(
         app.include_router(keys_routes.router, prefix=API_PREFIX)
         # Added last: the outermost middleware, so a request without a key goes no further.
         app.add_middleware(AuthMiddleware, keys=app.state.keys)
+        _document_keys(app)
     return app
+
+
+def _document_keys(app: FastAPI) -> None:
+    """Declare the API key in the OpenAPI document (so /docs has an Authorize button)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI: amended once
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An AutoTune API key."},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        schema["security"] = [{"bearer": []}, {"apiKey": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

@@ -359,3 +359,28 @@ def test_model_names_in_two_projects_do_not_collide(world: World) -> None:
         r = b.get(f"/v1/models/team-a~{MODEL}")
         assert r.status_code == 404
     assert json.loads(json.dumps(a_model))  # plain JSON all the way
+
+
+def test_serve_models_with_auth_needs_a_key(tmp_path: Path) -> None:
+    """The serving-only app (``autotune serve-models --auth``) checks keys the same way."""
+    from serving_helpers import start_server, stop_server
+
+    db_url = f"sqlite:///{tmp_path / 'autotune.db'}"
+    db = Database(db_url)
+    upgrade(db)
+    _, key = KeyStore(db).create(project="default", scope="read")
+    db.dispose()
+    server = start_server(db_url, tmp_path / "store", tmp_path / "server.log", "--auth")
+    try:
+        assert httpx.get(server.url + "/v2/health/live").status_code == 200
+        r = httpx.get(server.url + "/v1/models")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+        assert httpx.get(server.url + "/v1/models", headers={"X-API-Key": key}).status_code == 200
+        r = httpx.put(
+            server.url + "/v1/models/m/aliases/production",
+            json={"version": 1},
+            headers={"X-API-Key": key},
+        )
+        assert r.status_code == 403
+    finally:
+        stop_server(server)

@@ -184,6 +184,8 @@ def test_patience_and_thresholds() -> None:
         ({"type": "asha", "reduction_factor": 1}, "stopper.reduction_factor"),
         ({"type": "median", "bogus": 1}, "stopper.bogus"),
         ({"type": "percentile", "percentile": 150}, "stopper.percentile"),
+        ({"type": "asha", "extrapolation": "cubic"}, "stopper.extrapolation"),
+        ({"type": "hyperband", "extrapolation": 1}, "stopper.extrapolation"),
     ],
 )
 def test_bad_config_names_the_field(config: dict, field: str) -> None:

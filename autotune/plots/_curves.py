@@ -26,6 +26,11 @@ __all__ = ["plot_intermediate_values", "plot_timeline"]
 _MAX_CURVES = 300
 _MAX_TIMELINE_TRIALS = 2000
 _NO_CLIENT = "(no client id)"
+# The timeline's time unit: the first whose span is at most _MAX_UNITS of it.
+_TIME_UNITS = (("seconds", 1.0), ("minutes", 60.0), ("hours", 3600.0), ("days", 86400.0))
+_MAX_UNITS = 120
+# A bar's half height in rows (workers or trials): bars of neighbouring rows stay apart.
+_BAR_HALF_HEIGHT = 0.4
 
 
 def _curve_xy(trials: Sequence[Trial]) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +119,8 @@ def plot_timeline(
     max_points: int = _MAX_TIMELINE_TRIALS,
 ) -> go.Figure:
     """Each trial as a bar from its start to its end, one row per worker (``client_id``),
-    coloured by state; running trials end at ``now``.
+    coloured by state; running trials end at ``now``. Time runs from the first trial's start
+    (in seconds, minutes, hours or days, whichever fits the span).
 
     Without client ids the rows are trial numbers instead.
 
@@ -132,40 +138,58 @@ def plot_timeline(
     idx = downsample(len(dated), max_points)
     shown = [dated[i] for i in idx]
     by_client = any(t.client_id for t in shown)
+    if by_client:
+        lanes = sorted({t.client_id or _NO_CLIENT for t in shown})
+        lane_of = {name: i for i, name in enumerate(lanes)}
+        half = _BAR_HALF_HEIGHT
+    else:
+        # One row per trial; in a sample the rows drawn are further apart, the bars as tall.
+        numbers = [t.number for t in shown]
+        half = _BAR_HALF_HEIGHT * max(1.0, (max(numbers) - min(numbers) + 1) / len(shown))
+    # Time since the first trial began, in a unit fit for the span, on a linear axis: plotly
+    # converts every value on a date axis one by one (most of this figure's drawing time).
+    t0 = min(t.created_at for t in shown if t.created_at is not None)
+    ends = [t.completed_at or t.heartbeat_at or t.created_at for t in shown]
+    span_s = max([(now - t0).total_seconds(), *((e - t0).total_seconds() for e in ends if e)])
+    unit, unit_s = next((u for u in _TIME_UNITS if span_s <= u[1] * _MAX_UNITS), _TIME_UNITS[-1])
     fig = go.Figure()
     for state in TrialState:
         group = [t for t in shown if t.state == state]
         if not group:
             continue
-        # Milliseconds since the epoch on a date axis: numbers serialize far faster than
-        # datetimes. Each bar is start, end, gap.
-        xs = np.full(3 * len(group), np.nan)
-        ys = np.empty(3 * len(group), dtype=object)
+        # Each bar a filled rectangle (five corners and a gap) of one trace: plotly fills all
+        # of a trace's shapes with one SVG path, where lines would cost a path per bar.
+        xs = np.full((len(group), 6), np.nan)  # (n_bars, 6)
+        ys = np.full((len(group), 6), np.nan)
         for i, t in enumerate(group):
             end = t.completed_at or (now if t.state == TrialState.RUNNING else t.heartbeat_at)
             assert t.created_at is not None
-            xs[3 * i] = t.created_at.timestamp() * 1000
-            xs[3 * i + 1] = (end or t.created_at).timestamp() * 1000
-            lane: str | int = (t.client_id or _NO_CLIENT) if by_client else t.number
-            ys[3 * i : 3 * i + 2] = lane
+            start = (t.created_at - t0).total_seconds() / unit_s
+            stop = ((end or t.created_at) - t0).total_seconds() / unit_s
+            row = lane_of[t.client_id or _NO_CLIENT] if by_client else t.number
+            xs[i, :5] = (start, stop, stop, start, start)
+            ys[i, :5] = (row - half, row - half, row + half, row + half, row - half)
         fig.add_trace(
-            # Sized by its bars (each a two-point segment of one SVG path), not its points: a
-            # sampled timeline stays SVG as the other sampled figures do.
+            # Sized by its bars, not its points: a sampled timeline stays SVG as the other
+            # sampled figures do.
             scatter_trace(
                 len(group),
-                x=xs,
-                y=ys,
-                mode="lines",
+                x=xs.ravel(),
+                y=ys.ravel(),
+                mode="none",
+                fill="toself",
+                fillcolor=STATE_COLORS[state.value],
+                hoveron="fills",
                 name=f"{state.value} ({len(group)})",
-                line={"color": STATE_COLORS[state.value], "width": 8 if by_client else 3},
             )
         )
+    yaxis: dict = {"title": {"text": "worker" if by_client else "trial"}, "type": "linear"}
+    if by_client:
+        yaxis.update(tickvals=list(range(len(lanes))), ticktext=lanes,
+                     range=[-0.6, len(lanes) - 0.4])  # fmt: skip
     fig.update_layout(
         title=title + sampled_note(len(shown), len(dated)),
-        xaxis={"title": {"text": "time"}, "type": "date"},
-        yaxis={
-            "title": {"text": "worker" if by_client else "trial"},
-            "type": "category" if by_client else "linear",
-        },
+        xaxis={"title": {"text": f"{unit} since {t0.isoformat(timespec='seconds')}"}},
+        yaxis=yaxis,
     )
     return finish_layout(fig)

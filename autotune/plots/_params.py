@@ -13,7 +13,6 @@ from plotly.subplots import make_subplots
 from autotune.errors import ValidationError
 from autotune.models import Study, Trial
 from autotune.plots._common import (
-    DEFAULT_MAX_POINTS,
     best_indices,
     check_params,
     completed_values,
@@ -30,9 +29,13 @@ from autotune.plots._registry import register
 __all__ = ["plot_slice", "plot_contour"]
 
 _SLICE_COLUMNS = 3
-# One panel per parameter: a smaller sample than other figures keeps the markers drawn in all
-# panels together near those of one scatter figure.
-_SLICE_MAX_POINTS = 1000
+# One panel per parameter, each marker an SVG element (the cost of drawing it): by default the
+# panels together draw about as many markers as one scatter figure, from 200 to 1,000 a panel.
+_SLICE_MARKERS = 2000
+_SLICE_PANEL_POINTS = (200, 1000)
+# Trial markers over a contour (where the trials are, no hover): each is an SVG element, and
+# past a thousand they cost more to draw than the contour while showing the same spread.
+_CONTOUR_MAX_POINTS = 1000
 # Contour grid cells per continuous axis (discrete axes get one cell per level).
 _CONTOUR_BINS = 30
 _COLORSCALE = "Blues"
@@ -50,7 +53,7 @@ def plot_slice(
     *,
     objective: str | None = None,
     params: Sequence[str] | None = None,
-    max_points: int = _SLICE_MAX_POINTS,
+    max_points: int | None = None,
 ) -> go.Figure:
     """The objective against each parameter, one panel per parameter, coloured by trial number.
 
@@ -59,10 +62,14 @@ def plot_slice(
         trials: its trials (completed ones are drawn).
         objective: which objective (default: the first).
         params: which parameters (default: all).
-        max_points: at most this many trials (the best always among them).
+        max_points: at most this many trials (the best always among them); default: 2,000
+            over the panels (500 each for four parameters), from 200 to 1,000 a panel.
     """
     obj = objective_of(study, objective)
     names = check_params(study, params)
+    if max_points is None:
+        lo, hi = _SLICE_PANEL_POINTS
+        max_points = min(hi, max(lo, _SLICE_MARKERS // max(len(names), 1)))
     title = f"Slice of {obj.name}"
     kept, y, _ = completed_values(study, trials, obj.name)
     if len(kept) == 0 or not names:
@@ -132,7 +139,7 @@ def plot_contour(
     objective: str | None = None,
     x: str | None = None,
     y: str | None = None,
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int = _CONTOUR_MAX_POINTS,
 ) -> go.Figure:
     """The objective over a pair of parameters: the mean value of the trials in each grid cell
     (empty cells interpolated), with the trials as points.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import timedelta
 
 import numpy as np
 import plotly.graph_objects as go
@@ -92,14 +93,25 @@ def _axis_ticks(fig: go.Figure) -> dict[str, list[str]]:
 
 
 def _lines(fig: go.Figure) -> list[np.ndarray]:
-    """Every polyline of a parallel-coordinates figure as its (n_axes,) vertex heights."""
+    """Every polyline of a parallel-coordinates figure as its (n_axes,) vertex heights.
+
+    A band's trace is one unbroken polyline: each trial's vertices out along the axes and back
+    (its number in customdata), so a trial is a run of 2 * n_axes - 1 vertices.
+    """
+    n_axes = len(fig.layout.xaxis.ticktext)
     out = []
     for t in fig.data:
         if t.mode != "lines":
             continue
-        y = np.asarray(t.y, dtype=float)
-        out += [seg for seg in np.split(y, np.flatnonzero(np.isnan(y))) if len(seg[~np.isnan(seg)])]
-    return [seg[~np.isnan(seg)] for seg in out]
+        x, y = np.asarray(t.x, dtype=float), np.asarray(t.y, dtype=float)
+        runs = np.split(np.arange(len(y)), np.flatnonzero(np.diff(t.customdata)) + 1)
+        for run in runs:
+            assert len(run) == 2 * n_axes - 1
+            out_x, back_x = x[run[:n_axes]], x[run[n_axes - 1 :]]
+            assert list(out_x) == list(range(n_axes)) and list(back_x) == list(out_x[::-1])
+            assert list(y[run[n_axes - 1 :]]) == list(y[run[:n_axes]][::-1])  # the same way back
+            out.append(y[run[:n_axes]])
+    return out
 
 
 def test_parallel_coordinates_with_conditional_and_categorical(
@@ -124,9 +136,8 @@ def test_parallel_coordinates_with_conditional_and_categorical(
     gamma = np.array([line[4] for line in lines])
     assert (gamma < 0).sum() == n_linear
     assert ((gamma >= 0) & (gamma <= 1)).sum() == len(done) - n_linear
-    # The markers on the objective axis carry every trial's number; the bands are the key.
-    (markers,) = [t for t in fig.data if t.mode == "markers"]
-    assert sorted(markers.customdata) == [t.number for t in done]
+    # Each line carries its trial's number (hover); the bands are the colour key.
+    assert sorted(n for t in fig.data for n in set(t.customdata)) == [t.number for t in done]
     assert fig.layout.legend.title.text == "loss"
     assert "showing" not in fig.layout.title.text
 
@@ -252,10 +263,23 @@ def test_intermediate_values_mark_pruned_trials(study: Study, trials: list[Trial
 
 
 def test_timeline_one_row_per_worker(study: Study, trials: list[Trial]) -> None:
-    fig = plots.plot_timeline(study, trials)
-    lanes = {y for t in fig.data for y in t.y if y is not None}
-    assert lanes == {"worker-0", "worker-1", "worker-2"}
-    assert fig.layout.xaxis.type == "date"
+    # The running trial's bar ends at now: just after the last trial started.
+    now = T0 + timedelta(seconds=10 * len(trials))
+    fig = plots.plot_timeline(study, trials, now=now)
+    assert list(fig.layout.yaxis.ticktext) == ["worker-0", "worker-1", "worker-2"]
+    # Every bar a filled rectangle on its worker's row, between the trial's start and end.
+    rows = {round(float(y)) for t in fig.data for y in t.y if y is not None and not np.isnan(y)}
+    assert rows == {0, 1, 2}
+    assert all(t.fill == "toself" and t.mode == "none" for t in fig.data)
+    n_bars = sum(np.isnan(np.asarray(t.x, dtype=float)).sum() for t in fig.data)
+    assert n_bars == len(trials)
+    # Minutes since the first trial began (the trials span about 20 minutes).
+    assert fig.layout.xaxis.title.text == "minutes since 2026-01-01T00:00:00+00:00"
+    starts = [x for t in fig.data for x in t.x[::6]]
+    assert min(starts) == 0.0
+    assert max(x for t in fig.data for x in t.x if not np.isnan(x)) == pytest.approx(
+        len(trials) * 10 / 60
+    )
     states = {t.name.split()[0] for t in fig.data}
     assert states == {"completed", "pruned", "failed", "running"}
     # Without client ids the rows are trial numbers.
@@ -293,7 +317,7 @@ def test_large_study_is_sampled_and_uses_webgl(study: Study) -> None:
     assert len(_lines(pc)) == 1000 < n_done
     assert f"showing 1,000 of {n_done:,}: the best 250" in pc.layout.title.text
     # The best trials are all drawn; the sample spans the whole range of values.
-    drawn = set(next(t for t in pc.data if t.mode == "markers").customdata)
+    drawn = {n for t in pc.data for n in t.customdata}
     done = sorted((t for t in trials if t.state == "completed"), key=lambda t: t.values["loss"])
     assert {t.number for t in done[:250]} <= drawn
     assert done[-1].number in drawn  # the worst too: the objective axis spans every value

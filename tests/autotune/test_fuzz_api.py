@@ -145,10 +145,15 @@ def _seed(db_url: str, artifact_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``autotune serve`` on a seeded SQLite file: its base URL."""
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """``autotune serve`` on a seeded SQLite file (``AUTOTUNE_FUZZ_POSTGRES=1``: a fresh
+    PostgreSQL database): its base URL."""
     tmp = tmp_path_factory.mktemp("fuzz")
     db_url = f"sqlite:///{tmp / 'autotune.db'}"
+    if os.environ.get("AUTOTUNE_FUZZ_POSTGRES") == "1":
+        db_url = request.getfixturevalue("postgres_databases").create("autotune_fuzz")
     artifacts = tmp / "artifacts"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_")}
     env.update(PYTHONPATH=str(REPO), AUTOTUNE_MODEL_STORE=str(artifacts))

@@ -5,8 +5,11 @@ Rows: {model server with micro-batching, model server without, bare FastAPI endp
 ``POST /v1/models/{name}/predict`` calls from ``wrk`` (C, epoll: one thread drives all clients
 without eating a core), or from a separate process with httpx threads when wrk is missing.
 Beside them: XGBoost's in-process ``inplace_predict`` on the same rows (the floor: no HTTP, no
-JSON) and a bare FastAPI endpoint on the same uvicorn that returns a constant (the framework's
-ceiling). Results go to ``benchmarks/results/serving.json`` and a markdown table.
+JSON) and a bare FastAPI endpoint that returns a constant (the framework's ceiling), run by uvicorn
+with the same options as ``serve-models`` (``serving.launch.uvicorn_options``: uvloop and
+httptools). Each cell also records the server process's CPU time per request (``/proc``), which
+other work on a shared machine disturbs less than wall-clock rates. Results go to
+``benchmarks/results/serving.json`` and a markdown table.
 
 All three servers run at once and every cell runs them back to back, for ``--rounds`` rounds; a
 cell reports its best round (every round is kept in the JSON), because other work on a shared
@@ -21,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -143,6 +147,15 @@ def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{cmd} did not start:\n{log.read_text()}")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, body: Path, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
     script = tmp / "post.lua"
     script.write_text(WRK_SCRIPT % {"body": body})
@@ -209,13 +222,18 @@ def main() -> None:
     if args.serve_bare:
         import uvicorn
 
+        from serving.launch import uvicorn_options
+
+        # The same uvicorn configuration as serve-models: a fair ceiling.
         uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning",
-                    access_log=False)  # fmt: skip
+                    access_log=False, **uvicorn_options())  # fmt: skip
         return
     if args.httpx_worker:
         url, body, clients, seconds = args.httpx_worker
         httpx_worker(url, body, int(clients), float(seconds))
         return
+
+    from serving.launch import describe
 
     seconds = 1.0 if args.quick else args.seconds
     if args.quick:
@@ -237,7 +255,7 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "loadgen": f"{loadgen} (1 thread, closed loop)",
-            "server": "uvicorn, 1 worker, h11, asyncio loop (no uvloop/httptools installed)",
+            "server": f"{describe()}, 1 worker (serve-models and the bare endpoint alike)",
         },
         "model": f"XGBoost binary:logistic, {N_TREES} trees depth 6, 30 float features",
         "seconds_per_row": seconds,
@@ -279,15 +297,36 @@ def main() -> None:
         for rnd in range(args.rounds):
             for n in ROWS:
                 for clients in CLIENTS:
-                    for target, (_, url) in procs.items():
+                    for target, (proc, url) in procs.items():
+                        cpu0 = cpu_seconds(proc.pid)
                         r = run_load(url, bodies[n], clients, seconds, tmp)
+                        cpu1 = cpu_seconds(proc.pid)
+                        # The server's own CPU per request: less sensitive than wall-clock
+                        # rates to other work on a shared machine.
+                        cpu_us = (
+                            round((cpu1 - cpu0) / r["requests"] * 1e6, 1)
+                            if cpu0 is not None and cpu1 is not None and r["requests"]
+                            else None
+                        )
                         row = {"target": target, "rows_per_request": n, "clients": clients,
                                "round": rnd, "requests_per_s": round(r["requests_per_s"], 1),
                                "rows_per_s": round(r["requests_per_s"] * n, 1),
                                "p50_ms": round(r["p50_ms"], 3), "p99_ms": round(r["p99_ms"], 3),
+                               "server_cpu_us_per_request": cpu_us,
                                "errors": r["errors"]}  # fmt: skip
                         all_runs.append(row)
                         print(json.dumps(row), flush=True)
+        import httpx
+
+        metrics = httpx.get(procs["batching"][1].split("/v1/")[0] + "/metrics", timeout=10).text
+        sums = [
+            float(v) for v in re.findall(r"autotune_serving_batch_size_sum\{[^}]*\} (\S+)", metrics)
+        ]
+        counts = [
+            float(v)
+            for v in re.findall(r"autotune_serving_batch_size_count\{[^}]*\} (\S+)", metrics)
+        ]
+        mean_batch = round(sum(sums) / sum(counts), 1) if sum(counts) else None
     finally:
         for proc, _ in procs.values():
             proc.terminate()
@@ -302,6 +341,8 @@ def main() -> None:
                 runs.append({k: v for k, v in best.items() if k != "round"}
                             | {"errors": sum(r["errors"] for r in cell)})  # fmt: skip
     results["all_runs"] = all_runs
+    # Rows per model call of the batching server over the whole run (warm-up included).
+    results["batching_mean_rows_per_model_call"] = mean_batch
     results["runs"] = runs
     results["machine"]["load_avg_at_end"] = os.getloadavg()
 
@@ -340,24 +381,38 @@ def main() -> None:
     }  # fmt: skip
     for t in results["targets"].values():
         t.setdefault("met", t["value"] >= t["target"])
+    # The same comparisons in server CPU per request: on an idle machine, where the server is
+    # CPU-bound, throughput ratios approach these; on a shared one they are the steadier figure.
+    cpu = {(t, c): get(t, 1, c)["server_cpu_us_per_request"] for t in targets for c in CLIENTS}
+    if all(cpu.values()):
+        results["cpu_per_request_ratios"] = {
+            f"{a}_over_{b}_1_row_{c}_clients": round(cpu[(a, c)] / cpu[(b, c)], 2)
+            for a, b in (("no_batching", "batching"), ("bare_fastapi", "batching"))
+            for c in (8, 32)
+        }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
 
     f = results["floor_inplace_predict"]
-    print("\n| target | rows/req | clients | req/s | rows/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| target | rows/req | clients | req/s | rows/s | p50 ms | p99 ms | server CPU us/req | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         print(f"| {r['target']} | {r['rows_per_request']} | {r['clients']} | "
               f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['errors']} |")  # fmt: skip
+              f"{r['p99_ms']:.2f} | {r['server_cpu_us_per_request']} | {r['errors']} |")  # fmt: skip
     for n in ROWS:
         fl = f[f"{n}_row"]
         print(f"| floor: inplace_predict in-process | {n} | 1 | {fl['calls_per_s']:.0f} | "
-              f"{fl['rows_per_s']:.0f} | {fl['p50_ms']:.3f} | {fl['p99_ms']:.3f} | - |")  # fmt: skip
+              f"{fl['rows_per_s']:.0f} | {fl['p50_ms']:.3f} | {fl['p99_ms']:.3f} | - | - |")  # fmt: skip
+    print(f"\nbatching: {mean_batch} rows per model call on average")
     print()
     for k, t in results["targets"].items():
         print(f"{k}: {t['value']} (target {t['target']}) {'met' if t['met'] else 'NOT met'}")
+    for k, v in results.get("cpu_per_request_ratios", {}).items():
+        print(f"server CPU per request, {k}: {v}")
     print(f"\nwritten to {RESULTS}")
 
 

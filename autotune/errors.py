@@ -24,6 +24,8 @@ __all__ = [
     "UnavailableError",
     "UnauthenticatedError",
     "PermissionDeniedError",
+    "PayloadTooLargeError",
+    "RateLimitedError",
     "error_from_payload",
 ]
 
@@ -118,6 +120,23 @@ class PermissionDeniedError(AutotuneError):
     status = 403
 
 
+class PayloadTooLargeError(ValidationError):
+    """The request body is larger than the route allows; nothing was stored. Not retryable as
+    is: send less per request."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class RateLimitedError(AutotuneError):
+    """The API key (or client address) sent more requests than its rate allows; nothing was
+    done. Retryable after ``details["retry_after_s"]`` seconds (the ``Retry-After`` header)."""
+
+    code = "rate_limited"
+    status = 429
+    retryable = True
+
+
 _BY_CODE: dict[str, type[AutotuneError]] = {
     cls.code: cls
     for cls in (
@@ -131,6 +150,8 @@ _BY_CODE: dict[str, type[AutotuneError]] = {
         UnavailableError,
         UnauthenticatedError,
         PermissionDeniedError,
+        PayloadTooLargeError,
+        RateLimitedError,
     )
 }
 

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from autotune.errors import AutotuneError, ValidationError, register_error
+from autotune.errors import AutotuneError, PayloadTooLargeError, RateLimitedError
 from autotune.models import MAX_CONSTRAINTS, MAX_METADATA_BYTES, MAX_OBJECTIVES, MAX_STUDY_NAME
 from autotune.space import MAX_CHOICES, MAX_PARAMS
 
@@ -64,25 +64,6 @@ __all__ = [
 ]
 
 MIB = 1024 * 1024
-
-
-@register_error
-class PayloadTooLargeError(ValidationError):
-    """The request body is larger than the route allows; nothing was stored. Not retryable as
-    is: send less per request."""
-
-    code = "payload_too_large"
-    status = 413
-
-
-@register_error
-class RateLimitedError(AutotuneError):
-    """The API key (or client address) sent more requests than its rate allows. Retryable
-    after the ``Retry-After`` seconds (``details["retry_after_s"]``)."""
-
-    code = "rate_limited"
-    status = 429
-    retryable = True
 
 
 # ---------------------------------------------------------------- counts and lengths (-> 422)

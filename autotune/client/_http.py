@@ -43,7 +43,8 @@ __all__ = ["HttpTransport"]
 
 logger = logging.getLogger("autotune.client")
 
-_RETRY_STATUSES = frozenset({503})
+# 503: the database was busy; 429: over the rate limit, refused before anything ran.
+_RETRY_STATUSES = frozenset({429, 503})
 # Errors raised before any byte of the request left: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _MAX_RETRY_AFTER_S = 10.0
@@ -148,7 +149,7 @@ class HttpTransport:
                 if response.status_code in _RETRY_STATUSES and attempt < self.retries:
                     error = error_from_payload(response.status_code, _payload(response))
                     retry_after = _retry_after(response)
-                    if resent is not None:
+                    if resent is not None and response.status_code == 503:
                         resent.append(True)  # a busy database may have committed it
                 else:
                     if (

@@ -369,6 +369,22 @@ def test_rate_limit_without_key_is_per_client_address(rate_server: str) -> None:
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
 
 
+def test_client_waits_out_the_rate_limit_or_raises_the_typed_error(rate_server: str) -> None:
+    from autotune.client import Client
+    from autotune.errors import RateLimitedError
+
+    with Client(rate_server, api_key="key-client") as c:
+        spec = _spec("rate-client")
+        c.create_study(spec["name"], spec["space"], spec["objectives"])
+        for _ in range(4):  # past the burst of 3: the client waits for Retry-After and retries
+            assert c.get_study("rate-client").name == "rate-client"
+    with Client(rate_server, api_key="key-client-2", retries=0) as c:
+        with pytest.raises(RateLimitedError) as info:
+            for _ in range(5):
+                c.get_study("rate-client")
+        assert info.value.details["retry_after_s"] >= 1
+
+
 # --------------------------------------------------------------------------- the pieces alone
 
 

@@ -12,7 +12,8 @@ What one request may ask for:
   each server process: with N worker processes a client gets up to N times the rate.
 - counts and lengths (suggest count, page size, names, keys, metadata, parameters, objectives,
   choices, rows per predict request): checked by the request models, 422 naming the field and
-  the bound. The bounds are the constants below; the domain models import what they share.
+  the bound. The bounds are the constants below, with those of the domain models and the
+  serving schemas that they re-export or mirror.
 
 Body size and rate are enforced by :class:`LimitsMiddleware`, a pure ASGI middleware (no
 ``BaseHTTPMiddleware``: it neither wraps the response nor copies the body of a request that
@@ -47,10 +48,8 @@ __all__ = [
     "MIB",
     "MAX_SUGGEST",
     "MAX_PAGE",
-    "MAX_NAME",
     "MAX_KEY",
     "MAX_CLIENT_ID",
-    "MAX_REASON",
     "MAX_METRICS",
     "MAX_METADATA_BYTES",
     "MAX_PARAMS",
@@ -58,37 +57,23 @@ __all__ = [
     "MAX_CONSTRAINTS",
     "MAX_CHOICES",
     "MAX_STUDY_NAME",
-    "MAX_FEATURES",
-    "MAX_ENTITIES",
-    "MAX_LABEL_ROWS",
 ]
 
 MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------- counts and lengths (-> 422)
-# One suggest request's trials: more would be one huge transaction.
+# One suggest request's trials: more would be one huge transaction (the service's
+# MAX_SUGGEST_COUNT; a test keeps them equal).
 MAX_SUGGEST = 1000
-# Items per page of any list.
+# Items per page of any list (the service's MAX_PAGE_LIMIT).
 MAX_PAGE = 1000
-# A name (study, model, alias, feature group, training set, actor): the name patterns allow 128.
-MAX_NAME = 256
 # A key of a mapping a user sends (metric name, parameter name, feature name).
 MAX_KEY = 256
 # An idempotency token of a suggest request.
 MAX_CLIENT_ID = 256
-# Why a trial failed: the service keeps this many characters.
-MAX_REASON = 10_000
 # Metrics in one observe (objectives plus constraint metrics plus a margin of others).
 MAX_METRICS = 256
-# Features of a model's signature or a feature group.
-MAX_FEATURES = 10_000
-# Entities in one online lookup.
-MAX_ENTITIES = 10_000
-# Rows of a training set's label table sent in one request.
-MAX_LABEL_ROWS = 1_000_000
-# A free-text description.
-MAX_DESCRIPTION = 10_000
 
 # Paths whose health checks are never rate limited (load balancers poll them).
 _UNLIMITED_PATHS = frozenset({"/v1/health", "/v2/health/live", "/v2/health/ready", "/metrics"})

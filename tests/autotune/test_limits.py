@@ -399,6 +399,14 @@ def test_token_bucket_refills_at_the_rate_and_forgets_old_keys() -> None:
     assert buckets.take("a") == 0.0  # back with a full bucket
 
 
+def test_the_api_bounds_are_the_service_bounds() -> None:
+    from autotune.api import deps, schemas
+    from autotune.service import MAX_PAGE_LIMIT, MAX_SUGGEST_COUNT
+
+    assert MAX_PAGE == deps.MAX_PAGE == MAX_PAGE_LIMIT
+    assert MAX_SUGGEST == schemas.MAX_SUGGEST == MAX_SUGGEST_COUNT
+
+
 def test_settings_from_environment() -> None:
     s = LimitSettings.from_env(
         {"AUTOTUNE_MAX_BODY_BYTES": "2048", "AUTOTUNE_RATE_LIMIT": "10", "AUTOTUNE_RATE_BURST": "5"}

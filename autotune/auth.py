@@ -60,6 +60,7 @@ __all__ = [
     "API_KEY_ENV",
     "COOKIE_NAME",
     "required_scope",
+    "is_loopback_host",
 ]
 
 KEY_PREFIX = "at_"
@@ -278,6 +279,19 @@ class KeyStore:
 class _Row:
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only (``serve`` turns
+    authentication on by default for any other address, host names included)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 # ------------------------------------------------------------------------------- middleware

@@ -34,15 +34,9 @@ WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only (then auth is off by default)."""
-    import ipaddress
+    from autotune.auth import is_loopback_host
 
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
+    return is_loopback_host(host)
 
 
 def _api_key_option(fn: Callable[..., Any]) -> Callable[..., Any]:

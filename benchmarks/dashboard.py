@@ -12,17 +12,23 @@ page, its scripts and data are fetched every time). A load is timed from navigat
 the page has drawn everything it shows:
 
 - AutoTune: every figure of the study page (history, EDF, parallel coordinates, slice, contour,
-  importance, learning curves, timeline) and the first page of the trial table;
+  importance, learning curves, timeline: all SVG, drawn with plotly.js's cartesian bundle) and
+  the first page of the trial table;
 - optuna-dashboard: every plot of its study page (history, importance, timeline, learning
   curves), the history holding every completed trial.
+
+Each AutoTune load also records where its time went (``breakdown``, ms since navigation start):
+when the page's one data request was sent and answered (and how long the server took before its
+first byte), when plotly.js was ready, and when each figure was drawn.
 
 Loads: ``cold`` is the first after the server started; ``warm`` the next ones (median of
 ``--repeat``); ``changed`` the first after one more trial was added to the study (AutoTune reads
 the study again and recomputes its figures). The two dashboards alternate so both see the same
 machine load.
 
-Usage: ``python benchmarks/dashboard.py [--trials 10000] [--repeat 5] [--workdir DIR]``
-(``--workdir`` keeps the seeded databases for the next run).
+Usage: ``python benchmarks/dashboard.py [--trials 10000] [--repeat 5] [--workdir DIR]
+[--no-peer]`` (``--workdir`` keeps the seeded databases for the next run; ``--no-peer`` skips
+optuna-dashboard for a quick check).
 """
 
 from __future__ import annotations
@@ -65,11 +71,22 @@ VIEWPORT = {"width": 1400, "height": 1000}
 TARGET_S = 2.0
 
 # AutoTune's page records when the figures in its first viewport were drawn and painted, and
-# when every figure was (the WebGL parallel coordinates are drawn last); its trial table is
-# rendered before the figures.
+# when every figure was; its trial table is rendered before the figures.
 AUTOTUNE_READY = "() => window.__dashboardReady === true && !!document.querySelector('#trials')"
 AUTOTUNE_ALL = "() => window.__dashboardAllDrawnAt !== null && window.__dashboardAllDrawnAt > 0"
 AUTOTUNE_TIMES = "[window.__dashboardFirstScreenAt, window.__dashboardAllDrawnAt]"
+# Where a load's time went: the page's data request, plotly.js ready, each figure drawn.
+AUTOTUNE_BREAKDOWN = """() => {
+  const r = (x) => Math.round(x);
+  const data = performance.getEntriesByType('resource').find(e => e.name.includes('/page'));
+  const out = {plotly_ready: window.__plotlyReadyAt ? r(window.__plotlyReadyAt) : null};
+  if (data) Object.assign(out, {data_sent: r(data.requestStart || data.startTime),
+    data_server: r(data.responseStart - data.requestStart), data_done: r(data.responseEnd),
+    data_bytes: data.encodedBodySize});
+  for (const m of performance.getEntriesByType('mark'))
+    if (m.name.startsWith('drawn:')) out[m.name] = r(m.startTime);
+  return out;
+}"""
 # Drawn = its four plots have traces and the history holds every completed trial.
 OPTUNA_READY = """(n) => {
   const ids = ['plot-history', 'graph-hyperparameter-importances', 'graph-timeline',
@@ -243,8 +260,12 @@ def load_once(ctx: Any, url: str, target: Target) -> dict[str, Any]:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    cdp = ctx.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    # A renderer process may be reused (a revisit): count from here.
+    start = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
     try:
-        page.goto(url)
+        page.goto(url, timeout=LOAD_TIMEOUT_MS)
         page.wait_for_function(target.ready, arg=target.arg, timeout=LOAD_TIMEOUT_MS, polling=10)
         first = page.evaluate("performance.now()")
         page.wait_for_function(target.all_drawn, arg=target.arg, timeout=LOAD_TIMEOUT_MS,
@@ -257,10 +278,22 @@ def load_once(ctx: Any, url: str, target: Target) -> dict[str, Any]:
             "'navigation')).reduce((s, e) => s + (e.encodedBodySize || 0), 0)"
         )
         n_requests = page.evaluate("performance.getEntriesByType('resource').length")
+        breakdown = page.evaluate(target.breakdown) if target.breakdown else None
+        metrics = {
+            m["name"]: m["value"] - start.get(m["name"], 0.0)
+            for m in cdp.send("Performance.getMetrics")["metrics"]
+        }
     finally:
         page.close()
-    return {"s": round(first / 1000, 3), "all_s": round(every / 1000, 3), "bytes": int(fetched),
-            "requests": n_requests, "console_errors": errors[:5]}  # fmt: skip
+    row = {"s": round(first / 1000, 3), "all_s": round(every / 1000, 3), "bytes": int(fetched),
+           "requests": n_requests, "console_errors": errors[:5],
+           # CPU seconds the page's renderer spent until then (main thread; whole process),
+           # which a loaded machine inflates far less than wall-clock time.
+           "main_thread_cpu_s": round(metrics.get("ThreadTime", math.nan), 3),
+           "renderer_cpu_s": round(metrics.get("ProcessTime", math.nan), 3)}  # fmt: skip
+    if breakdown is not None:
+        row["breakdown_ms"] = breakdown
+    return row
 
 
 class Target:
@@ -268,7 +301,8 @@ class Target:
 
     ``times`` (optional) is a JavaScript expression for the page's own record of when its first
     screen and every figure were drawn, in ms since navigation start; without it, when polling
-    noticed the ``ready`` and ``all_drawn`` conditions.
+    noticed the ``ready`` and ``all_drawn`` conditions. ``breakdown`` (optional) is a JavaScript
+    function returning where a load's time went.
     """
 
     def __init__(
@@ -279,6 +313,7 @@ class Target:
         arg: Any,
         add: Callable[[], None],
         times: str | None = None,
+        breakdown: str | None = None,
     ) -> None:
         self.start = start
         self.ready = ready
@@ -286,29 +321,45 @@ class Target:
         self.arg = arg
         self.add = add
         self.times = times
+        self.breakdown = breakdown
         self.server: Server | None = None
         self.url = ""
 
 
-# The floor of any plotly.js page: the same plotly.min.js from AutoTune's server, one tiny plot.
+# The floor of any plotly.js page: a plotly.js bundle from AutoTune's server, one tiny plot. The
+# dashboard loads the cartesian one; the full one is measured for comparison.
+PLOTLY_BUNDLES = {"cartesian": "plotly-cartesian.min.js", "full": "plotly.min.js"}
 FLOOR_HTML = """<!doctype html><html><head>
-<script src="/dashboard/static/plotly.min.js" defer></script>
+<script src="/dashboard/static/{bundle}" defer></script>
 <script>addEventListener('DOMContentLoaded', async () => {
   await Plotly.newPlot(document.getElementById('p'), [{y: [1, 3, 2]}], {height: 300});
   window.__floorAt = performance.now();
 });</script></head><body><div id="p"></div></body></html>"""
 
 
-def floor_once(ctx: Any, base: str) -> float:
-    """Seconds until a page with nothing but plotly.js and one plot has drawn it."""
+def floor_once(ctx: Any, base: str, bundle: str) -> float:
+    """Seconds until a page with nothing but plotly.js (file ``bundle``) and one plot has
+    drawn it."""
     page = ctx.new_page()
-    page.route(base + "/floor.html", lambda r: r.fulfill(body=FLOOR_HTML, content_type="text/html"))
+    html = FLOOR_HTML.replace("{bundle}", bundle)
+    page.route(base + "/floor.html", lambda r: r.fulfill(body=html, content_type="text/html"))
     try:
         page.goto(base + "/floor.html")
         page.wait_for_function("window.__floorAt > 0", timeout=LOAD_TIMEOUT_MS, polling=10)
         return round(page.evaluate("window.__floorAt") / 1000, 3)
     finally:
         page.close()
+
+
+def _median_breakdown(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per breakdown key, the median over the loads that recorded it."""
+    keys = dict.fromkeys(k for r in rows for k in r["breakdown_ms"])
+    out = {}
+    for k in keys:
+        vals = [r["breakdown_ms"][k] for r in rows if r["breakdown_ms"].get(k) is not None]
+        if vals:
+            out[k] = round(statistics.median(vals))
+    return out
 
 
 def add_trial_autotune(db_url: str) -> None:
@@ -333,8 +384,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=5, help="warm loads per dashboard")
     p.add_argument("--workdir", type=Path, default=None, help="keep the seeded databases here")
+    p.add_argument("--no-peer", action="store_true",
+                   help="AutoTune alone (a quick check; results still written)")  # fmt: skip
     args = p.parse_args()
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="autotune-dashboard-bench-"))
@@ -346,7 +400,8 @@ def main() -> None:
     try:
         import optuna_dashboard
 
-        peers["optuna-dashboard"] = optuna_dashboard.__version__
+        if not args.no_peer:
+            peers["optuna-dashboard"] = optuna_dashboard.__version__
     except ImportError as e:
         print(f"optuna-dashboard is not installed ({e}); measuring AutoTune alone", flush=True)
     study_id = seed_optuna(ours_db, optuna_db, args.trials) if peers else None
@@ -377,6 +432,7 @@ def main() -> None:
             None,
             lambda: add_trial_autotune(ours_db),
             AUTOTUNE_TIMES,
+            AUTOTUNE_BREAKDOWN,
         ),
     }
     if study_id is not None:
@@ -393,10 +449,13 @@ def main() -> None:
         name: {k: [] for k in kinds} for name in targets
     }
 
-    floor: list[float] = []
+    floor: dict[str, list[float]] = {name: [] for name in PLOTLY_BUNDLES}
 
     def run(name: str, kind: str, ctx: Any) -> None:
-        row = load_once(ctx, targets[name].url, targets[name])
+        try:
+            row = load_once(ctx, targets[name].url, targets[name])
+        except PlaywrightTimeout as e:  # recorded, not fatal: the other loads still count
+            row = {"s": None, "all_s": None, "timed_out": True, "error": str(e).split("\n")[0]}
         loads[name][kind].append(row)
         print(f"{name} | {kind}: {row}", flush=True)
 
@@ -418,15 +477,19 @@ def main() -> None:
                     ctx = browser.new_context(viewport=VIEWPORT)
                     run(name, kinds[1], ctx)
                     ctx.close()
-                ctx = browser.new_context(viewport=VIEWPORT)
-                floor.append(floor_once(ctx, base))
-                ctx.close()
-                print(f"plotly.js floor: {floor[-1]} s", flush=True)
+                for bundle, file in PLOTLY_BUNDLES.items():
+                    ctx = browser.new_context(viewport=VIEWPORT)
+                    floor[bundle].append(floor_once(ctx, base, file))
+                    ctx.close()
+                    print(f"plotly.js floor ({bundle}): {floor[bundle][-1]} s", flush=True)
             # A revisit: the same browser context again (scripts from the HTTP cache, compiled
             # code from V8's cache), as a user coming back to the page.
             for name in targets:
                 revisit[name] = browser.new_context(viewport=VIEWPORT)
-                load_once(revisit[name], targets[name].url, targets[name])  # fills the caches
+                try:  # fills the caches
+                    load_once(revisit[name], targets[name].url, targets[name])
+                except PlaywrightTimeout as e:
+                    print(f"{name} | revisit warm-up timed out: {e}", flush=True)
             for _ in range(args.repeat):
                 for name in targets:
                     run(name, kinds[2], revisit[name])
@@ -445,44 +508,75 @@ def main() -> None:
             browser.close()
 
     for name, by_kind in loads.items():
-        for kind, rows in by_kind.items():
+        for kind, all_rows in by_kind.items():
+            rows = [r for r in all_rows if not r.get("timed_out")]
+            n_timeouts = len(all_rows) - len(rows)
+            if not rows:
+                results["rows"].append({"dashboard": name, "load": kind, "n": 0,
+                                        "timeouts": n_timeouts,
+                                        "timeout_s": LOAD_TIMEOUT_MS / 1000})  # fmt: skip
+                continue
             secs = [r["s"] for r in rows]
             every = [r["all_s"] for r in rows]
             results["rows"].append({
                 "dashboard": name,
                 "load": kind,
                 "n": len(secs),
+                "timeouts": n_timeouts,
                 "median_s": round(statistics.median(secs), 3),
                 "min_s": min(secs),
                 "max_s": max(secs),
                 "runs_s": secs,
                 "median_all_figures_s": round(statistics.median(every), 3),
                 "runs_all_figures_s": every,
+                "median_main_thread_cpu_s": round(
+                    statistics.median(r["main_thread_cpu_s"] for r in rows), 3),
+                "median_renderer_cpu_s": round(
+                    statistics.median(r["renderer_cpu_s"] for r in rows), 3),
                 "bytes": rows[0]["bytes"],
                 "requests": rows[0]["requests"],
                 "console_errors": sorted({e for r in rows for e in r["console_errors"]}),
             })  # fmt: skip
+            if rows and "breakdown_ms" in rows[0]:
+                results["rows"][-1]["breakdown_ms_median"] = _median_breakdown(rows)
     results["plotly_js_floor_s"] = {
-        "what": "first visit to a page with only plotly.min.js (same file, same server) and "
-        "one 3-point plot, until drawn",
-        "median_s": round(statistics.median(floor), 3) if floor else None,
-        "runs_s": floor,
+        "what": "first visit to a page with only a plotly.js bundle (the dashboard's cartesian "
+        "one, and the full plotly.min.js; same server) and one 3-point plot, until drawn",
+        **{
+            bundle: {
+                "file": PLOTLY_BUNDLES[bundle],
+                "median_s": round(statistics.median(runs), 3) if runs else None,
+                "runs_s": runs,
+            }
+            for bundle, runs in floor.items()
+        },
     }
     results["machine"]["load_avg_at_end"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        "\n| dashboard | load | n | first screen s (median, min-max) | every figure s | MB fetched |"
+        "\n| dashboard | load | n | first screen s (median, min-max) | every figure s "
+        "| main-thread CPU s | MB fetched |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in results["rows"]:
+        if not r["n"]:
+            print(f"| {r['dashboard']} | {r['load']} | 0 | timed out ({r['timeouts']}x, "
+                  f"> {r['timeout_s']:.0f} s) | | | |")  # fmt: skip
+            continue
         print(
             f"| {r['dashboard']} | {r['load']} | {r['n']} | {r['median_s']:.2f} "
             f"({r['min_s']:.2f}-{r['max_s']:.2f}) | {r['median_all_figures_s']:.2f} | "
-            f"{r['bytes'] / 1e6:.1f} |"
+            f"{r['median_main_thread_cpu_s']:.2f} | {r['bytes'] / 1e6:.1f} |"
+            + (f" ({r['timeouts']} timed out)" if r["timeouts"] else "")
         )
-    if floor:
-        print(f"\nplotly.js floor (first visit, one tiny plot): {statistics.median(floor):.2f} s")
+    for bundle, runs in floor.items():
+        if runs:
+            print(f"plotly.js floor, {bundle} bundle (first visit, one tiny plot): "
+                  f"{statistics.median(runs):.2f} s")  # fmt: skip
+    for r in results["rows"]:
+        if "breakdown_ms_median" in r:
+            print(f"{r['dashboard']} | {r['load']}: {r['breakdown_ms_median']}")
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -7,9 +7,11 @@ What one request may ask for:
   artifacts: ``max_upload_bytes``). Too big -> 413 ``payload_too_large``.
 - request rate: a token bucket per API key (the ``X-API-Key`` header or an ``Authorization:
   Bearer`` token), or per client address when there is none. Over it -> 429 ``rate_limited``
-  with ``Retry-After``. Off by default; when on, loopback clients are exempt unless
-  ``rate_limit_loopback`` (so local benchmarks and tests are unaffected). The buckets live in
-  each server process: with N worker processes a client gets up to N times the rate.
+  with ``Retry-After``. Generous by default (1000 a second, bursts of 2000: it stops a runaway
+  client, not a busy one) and loopback clients are exempt unless ``rate_limit_loopback`` (so
+  local benchmarks and tests are unaffected); ``AUTOTUNE_RATE_LIMIT=0`` turns it off. The
+  buckets live in each server process: with N worker processes a client gets up to N times the
+  rate.
 - counts and lengths (suggest count, page size, names, keys, metadata, parameters, objectives,
   choices, rows per predict request): checked by the request models, 422 naming the field and
   the bound. The bounds are the constants below, with those of the domain models and the
@@ -125,8 +127,8 @@ class LimitSettings:
     max_body_bytes: int = 1 * MIB
     max_predict_bytes: int = 64 * MIB
     max_upload_bytes: int = 512 * MIB
-    rate_per_s: float = 0.0
-    rate_burst: int = 200
+    rate_per_s: float = 1000.0
+    rate_burst: int = 2000
     rate_limit_loopback: bool = False
     max_rate_keys: int = 100_000
 

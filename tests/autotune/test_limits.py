@@ -414,7 +414,8 @@ def test_settings_from_environment() -> None:
     assert (s.max_body_bytes, s.rate_per_s, s.rate_burst) == (2048, 10.0, 5)
     assert s.max_upload_bytes == LimitSettings().max_upload_bytes
     assert LimitSettings.from_env({}) == LimitSettings()
-    assert LimitSettings().rate_per_s == 0  # off unless configured
+    assert LimitSettings().rate_per_s > 0 and not LimitSettings().rate_limit_loopback
+    assert LimitSettings.from_env({"AUTOTUNE_RATE_LIMIT": "0"}).rate_per_s == 0  # off
     with pytest.raises(ValueError, match="AUTOTUNE_MAX_BODY_BYTES"):
         LimitSettings.from_env({"AUTOTUNE_MAX_BODY_BYTES": "lots"})
     with pytest.raises(ValueError, match="rate_burst"):

@@ -32,6 +32,7 @@ from autotune.errors import AutotuneError, UnavailableError, ValidationError
 __all__ = [
     "install_error_handlers",
     "document_error_responses",
+    "add_error_responses",
     "ErrorBody",
     "ErrorResponse",
     "ERROR_RESPONSES",

@@ -338,6 +338,19 @@ def test_model_registration_limits(server: str) -> None:
     assert http.get(f"{server}/v1/models/limits-reg").status_code == 404
 
 
+def test_bodies_that_are_not_text_and_numbers_too_big_for_the_database_are_422(server: str) -> None:
+    # What the fuzz test found answered 400 and 500.
+    r = http.post(
+        f"{server}/v1/studies",
+        content=b"\xff\xfe\x00",
+        headers={"content-type": "application/json"},
+    )
+    err = _error(r, 422, "invalid_argument", "body")
+    assert "not valid JSON" in err["message"]
+    r = http.get(f"{server}/v1/feature-groups/fuzz_group", params={"version": 10**30})
+    assert r.status_code == 422 and "out of range" in r.json()["error"]["message"], r.text
+
+
 # -------------------------------------------------------------------------------------- rate
 
 

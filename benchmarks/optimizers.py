@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tasks = [(n, o, s) for n in sorted(names, key=weight) for s in range(seeds) for o in optimizers]
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     workers = max(1, min(args.workers, 2))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(run_one, *t) for t in tasks]
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "torch_threads": 1,
         "workers": workers,
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
     }
     (RESULTS / "optimizers.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "large_study": large}, indent=1)
@@ -359,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     body = (
         "`python benchmarks/optimizers.py` ("
         f"{seeds} seeds, {meta['machine']}, 2 processes, torch on 1 thread each; "
-        f"{elapsed / 60:.0f} min). Mean final log10 regret ± standard error over seeds, lower "
+        f"{elapsed / 60:.0f} min; 1-minute load average {load_start:.1f} at the start, "
+        f"{meta['load_average_1min']['end']:.1f} at the end). Mean final log10 regret ± standard error over seeds, lower "
         "is better (branin_currin: log10 hypervolume regret). The last column is the ratio of "
         "median seconds per suggestion, `auto` over Optuna's GPSampler (both with their "
         "initial designs). Curves: `results/optimizers_regret.html`; rows: "

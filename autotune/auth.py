@@ -418,7 +418,11 @@ class AuthMiddleware:
         if path == "/" and method == "GET" and scope.get("query_string"):
             login = parse_qs(scope["query_string"].decode("latin-1")).get("api_key", [None])[0]
             token = login or token
-        principal = await self._verify(token)
+        try:
+            principal = await self._verify(token)
+        except AutotuneError as e:  # the database is down: 503 like any other route
+            await _send_error(send, e, [(b"retry-after", b"1")] if e.retryable else [])
+            return
         if principal is None:
             await _send_error(
                 send,

@@ -276,3 +276,32 @@ def test_auth_is_on_by_default_off_loopback(tmp_path: Path) -> None:
         proc.wait(timeout=15)
     logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("server-*.log"))
     assert "WARNING: authentication is OFF while listening on 0.0.0.0" in logs
+
+
+def test_an_unreachable_database_is_503_not_500() -> None:
+    """Verifying a key the process has not seen needs the database: when it is down the
+    answer is the usual retryable 503, in the usual JSON shape."""
+    import asyncio
+
+    from autotune.auth import AuthMiddleware
+
+    db = Database("postgresql+psycopg://postgres@127.0.0.1:1/none")  # nothing listens there
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        raise AssertionError("the request must not get past authentication")
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/studies", "query_string": b"",
+             "headers": [(b"x-api-key", b"at_unseen")]}  # fmt: skip
+    try:
+        asyncio.run(AuthMiddleware(app, KeyStore(db))(scope, receive, send))
+    finally:
+        db.dispose()
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"])["error"]["code"] == "unavailable"

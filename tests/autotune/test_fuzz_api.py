@@ -1,7 +1,7 @@
 """Schemathesis against the full app (``autotune serve``: tuning API, model registry and server,
 /v2 inference, feature store), every operation of its ``/openapi.json``.
 
-A real uvicorn server on loopback over a SQLite file seeded with a study (with trials), a
+A real uvicorn server on loopback over a SQLite file, seeded through its API with a study (with trials), a
 registered and promoted XGBoost model and a feature group with rows, so that generated requests
 reach real objects and not only 404s: about half the generated path names are swapped for the
 seeded ones. Checks: no 5xx, every status code documented, bodies and content types as documented.
@@ -67,81 +67,85 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _seed(db_url: str, artifact_dir: Path) -> None:
-    """A study with completed and running trials, a registered and promoted model, and a
-    feature group with rows and a training set, written before the server starts."""
+def _train_model() -> tuple[bytes, dict[str, float]]:
+    """A small XGBoost booster (UBJSON bytes) and one input row of it."""
     import numpy as np
     import xgboost as xgb
 
-    from autotune.service import StudyService
-    from serving.features.store import FeatureStoreService
-    from serving.registry import ModelRegistry
-
-    svc = StudyService(db_url)
-    try:
-        svc.create_study(
-            {
-                "name": STUDY,
-                "space": {
-                    "x": {"type": "float", "low": -5, "high": 5},
-                    "n": {"type": "int", "low": 1, "high": 10},
-                    "c": {"type": "categorical", "choices": ["a", "b"]},
-                },
-                "objectives": {"loss": "minimize"},
-                "algorithm": "random",
-                "seed": 0,
-            }
-        )
-        trials = svc.suggest(STUDY, count=4).trials
-        for t in trials[:3]:
-            svc.observe(STUDY, t.number, {"loss": float(t.params["x"]) ** 2})
-        svc.report(STUDY, trials[3].number, step=1, value=1.0)
-    finally:
-        svc.close()
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, len(FEATURES)))
-    y = (x[:, 0] > 0).astype(float)
-    d = xgb.DMatrix(x, label=y, feature_names=FEATURES)
+    d = xgb.DMatrix(x, label=(x[:, 0] > 0).astype(float), feature_names=FEATURES)
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, d, 3)
-    reg = ModelRegistry(db_url, store=str(artifact_dir))
-    try:
-        reg.register(
-            MODEL,
-            artifact=bytes(booster.save_raw("ubj")),
-            format="xgboost-ubj",
-            signature=FEATURES,
-            input_example=[dict(zip(FEATURES, map(float, x[0]), strict=True))],
-            metrics={"auc": 0.9},
-        )
-        reg.promote(MODEL, 1, ALIAS, actor="seed")
-    finally:
-        reg.close()
+    return bytes(booster.save_raw("ubj")), dict(zip(FEATURES, map(float, x[0]), strict=True))
 
-    fs = FeatureStoreService(db_url)
-    try:
-        fs.apply(
-            {
-                "name": GROUP,
-                "entities": [{"name": "customer_id", "dtype": "int"}],
-                "event_time": "ts",
-                "features": [
-                    {"name": "spend", "dtype": "float", "min": 0},
-                    {"name": "tier", "dtype": "string", "allowed": ["gold", "silver"]},
-                ],
-            }
+
+def _seed(url: str, artifact: bytes, example: dict[str, float]) -> None:
+    """Through the API: a study with completed and running trials, a registered and promoted
+    model, and a feature group with rows and a training set."""
+    import base64
+
+    with httpx.Client(base_url=url, timeout=60) as c:
+
+        def ok(r: httpx.Response) -> Any:
+            assert r.status_code < 300, f"{r.request.method} {r.request.url}: {r.text}"
+            return r.json()
+
+        space = {
+            "x": {"type": "float", "low": -5, "high": 5},
+            "n": {"type": "int", "low": 1, "high": 10},
+            "c": {"type": "categorical", "choices": ["a", "b"]},
+        }
+        spec = {"name": STUDY, "space": space, "objectives": {"loss": "minimize"}}
+        ok(c.post("/v1/studies", json={**spec, "algorithm": "random", "seed": 0}))
+        trials = ok(c.post(f"/v1/studies/{STUDY}/suggest", json={"count": 4}))["trials"]
+        for t in trials[:3]:
+            loss = float(t["params"]["x"]) ** 2
+            ok(
+                c.post(
+                    f"/v1/studies/{STUDY}/trials/{t['number']}/observe",
+                    json={"values": {"loss": loss}},
+                )
+            )
+        ok(
+            c.post(
+                f"/v1/studies/{STUDY}/trials/{trials[3]['number']}/report",
+                json={"step": 1, "value": 1.0},
+            )
         )
+
+        version = {
+            "artifact_base64": base64.b64encode(artifact).decode(),
+            "format": "xgboost-ubj",
+            "signature": {"inputs": [{"name": f} for f in FEATURES]},
+            "input_example": [example],
+            "metrics": {"auc": 0.9},
+        }
+        ok(c.post(f"/v1/models/{MODEL}/versions", json=version))
+        ok(c.put(f"/v1/models/{MODEL}/aliases/{ALIAS}", json={"version": 1, "actor": "seed"}))
+
+        group = {
+            "name": GROUP,
+            "entities": [{"name": "customer_id", "dtype": "int"}],
+            "event_time": "ts",
+            "features": [
+                {"name": "spend", "dtype": "float", "min": 0},
+                {"name": "tier", "dtype": "string", "allowed": ["gold", "silver"]},
+            ],
+        }
+        ok(c.post("/v1/feature-groups", json=group))
         rows = [
             {"customer_id": i, "ts": "2030-01-01T00:00:00Z", "spend": float(i), "tier": "gold"}
             for i in range(5)
         ]
-        fs.ingest(GROUP, rows)
-        fs.create_training_set(
-            {"name": TRAINING_SET, "features": [f"{GROUP}:spend"], "timestamp": "ts"},
-            [{"customer_id": i, "ts": "2030-01-02T00:00:00Z"} for i in range(5)],
-        )
-    finally:
-        fs.close()
+        ok(c.post(f"/v1/feature-groups/{GROUP}/ingest", json={"rows": rows}))
+        labels = [{"customer_id": i, "ts": "2030-01-02T00:00:00Z"} for i in range(5)]
+        training_set = {
+            "name": TRAINING_SET,
+            "features": [f"{GROUP}:spend"],
+            "timestamp": "ts",
+            "labels": labels,
+        }
+        ok(c.post("/v1/training-sets", json=training_set))
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +158,8 @@ def live_server(
     db_url = f"sqlite:///{tmp / 'autotune.db'}"
     if os.environ.get("AUTOTUNE_FUZZ_POSTGRES") == "1":
         db_url = request.getfixturevalue("postgres_databases").create("autotune_fuzz")
-    artifacts = tmp / "artifacts"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOTUNE_")}
-    env.update(PYTHONPATH=str(REPO), AUTOTUNE_MODEL_STORE=str(artifacts))
-    os.environ["AUTOTUNE_MODEL_STORE"] = str(artifacts)
-    try:
-        _seed(db_url, artifacts)
-    finally:
-        del os.environ["AUTOTUNE_MODEL_STORE"]
+    env.update(PYTHONPATH=str(REPO), AUTOTUNE_MODEL_STORE=str(tmp / "artifacts"))
     port = _free_port()
     log_path = tmp / "server.log"
     with open(log_path, "wb") as log:
@@ -170,6 +168,7 @@ def live_server(
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+    artifact, example = _train_model()  # while the server starts
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
@@ -183,6 +182,7 @@ def live_server(
             raise RuntimeError(log_path.read_text(errors="replace")[-4000:])
         time.sleep(0.2)
     try:
+        _seed(url, artifact, example)
         yield url
     finally:
         proc.terminate()

@@ -480,15 +480,16 @@ class _Keys:
             if project is None:
                 raise click.UsageError("--project is required with --db")
             return self._store.create(project=project, scope=scope, name=name)
+        if project is not None:
+            # The admin key's own project is in its listing (the key itself is listed).
+            mine = {k["project"] for k in self._call("GET", "/keys")["items"]}
+            if project not in mine:
+                raise click.UsageError(
+                    f"the admin key is of project {sorted(mine)[0]!r}: it makes keys of that "
+                    f"project only, not {project!r} (use --db for other projects)"
+                )
         out = self._call("POST", "/keys", {"scope": scope, "name": name})
-        info = ApiKey.model_validate(out["info"])
-        if project is not None and info.project != project:
-            self._call("DELETE", f"/keys/{info.id}")
-            raise click.UsageError(
-                f"the admin key is of project {info.project!r}: it can make keys of that "
-                f"project only, not {project!r} (use --db for other projects)"
-            )
-        return info, out["key"]
+        return ApiKey.model_validate(out["info"]), out["key"]
 
     def list(self, project: str | None) -> list[Any]:
         from autotune.auth import ApiKey

@@ -232,6 +232,10 @@ def test_keys_over_http_and_cli(server: AuthServer) -> None:
     # Another project's key is not found through this project's admin key.
     r = httpx.delete(server.url + f"/v1/keys/{server.key_ids['b_write']}", headers=_h(admin))
     assert r.status_code == 404
+    # An admin key makes keys of its own project only.
+    out = _cli("keys", "create", "--server", server.url, "--api-key", admin, "--scope", "admin",
+               "--project", "team-b")  # fmt: skip
+    assert out.returncode == 2 and "team-a" in out.stderr, out.stderr
     out = _cli("keys", "revoke", made["id"], "--server", server.url, "--api-key", admin)
     assert out.returncode == 0 and "revoked" in out.stdout, out.stderr
     everything = _cli("keys", "list", "--db", server.db_url)

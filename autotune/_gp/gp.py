@@ -8,14 +8,9 @@ coordinates contribute the Hamming distance (0 when equal, 1 otherwise) instead 
 difference, which is the categorical kernel of Optuna's GP and of CoCaBO-style mixed kernels.
 
 Priors (MAP, on the log of each hyperparameter):
-  * lengthscales: on each inverse squared lengthscale t = 1 / l^2 the density
-    exp(-0.1 (t + 1 / t)) (Optuna's GP prior), symmetric in log t around l = 1 (the unit cube's
-    width): about 0.9 nats at l = 3 or 1/3, 10 nats at l = 10. It keeps every coordinate in
-    the model. The dimension-scaled LogNormal(sqrt(2) + log(dim) / 2, sqrt(3)) of Hvarfner et
-    al. (ICML 2024), tried before, puts its median at l = 10 for 6 to 10 coordinates, so the
-    fit declares relevant coordinates irrelevant: on Hartmann6 the search then stalled in the
-    local optimum, which differs from the global one in exactly those coordinates, and on
-    Levy 10-D (every coordinate alike) it lost to Optuna's GP by 0.3 log10 (benchmarks/README);
+  * lengthscales: LogNormal(sqrt(2) + log(dim) / 2, sqrt(3)), the dimension-scaled prior of
+    Hvarfner, Hellsten & Nardi, "Vanilla Bayesian Optimization Performs Great in High
+    Dimensions" (ICML 2024), BoTorch's default for ``SingleTaskGP``;
   * output scale: LogNormal(0, 1) around the unit variance of standardized targets;
   * noise variance: Gamma(1.1, 30) (Optuna's), which allows near-interpolation of deterministic
     objectives, above a floor of ``MIN_NOISE`` that keeps the Cholesky factor well conditioned.
@@ -60,19 +55,8 @@ class KernelParams:
 
 
 def default_params(dim: int) -> KernelParams:
-    """The prior's mode: unit lengthscales and output scale, a small noise."""
-    return KernelParams(np.concatenate([np.zeros(dim), [0.0, math.log(1e-3)]]))
-
-
-# Weight of the lengthscale prior: log p(t) = -LS_PRIOR_RATE (t + 1 / t), t = 1 / l^2.
-LS_PRIOR_RATE = 0.1
-
-
-def _log_ls_prior_np(log_ls: np.ndarray) -> tuple[float, np.ndarray]:
-    """The lengthscale prior's log density and its gradient with respect to ``log_ls``."""
-    t = np.exp(-2.0 * log_ls)
-    value = -LS_PRIOR_RATE * float(np.sum(t + 1.0 / t))
-    return value, 2.0 * LS_PRIOR_RATE * (t - 1.0 / t)
+    loc = math.sqrt(2.0) + 0.5 * math.log(dim)
+    return KernelParams(np.concatenate([np.full(dim, loc), [0.0, math.log(1e-3)]]))
 
 
 class _Matern52(torch.autograd.Function):
@@ -237,6 +221,7 @@ def _neg_log_posterior(
     raw: torch.Tensor,
     sq: torch.Tensor,
     y: torch.Tensor,
+    ls_loc: float,
 ) -> torch.Tensor:
     n = y.shape[0]
     log_ls, log_scale, log_noise = raw[:-2], raw[-2], raw[-1]
@@ -247,9 +232,9 @@ def _neg_log_posterior(
     mll = -0.5 * (a @ a) - L.diagonal().log().sum()
     noise = torch.exp(log_noise)
     # Densities of the hyperparameters themselves (as GPyTorch's priors), not of their logs.
-    t = torch.exp(-2.0 * log_ls)
     log_prior = (
-        -LS_PRIOR_RATE * (t + 1.0 / t).sum()
+        -((log_ls - ls_loc) ** 2).sum() / (2 * 3.0)
+        - log_ls.sum()  # LogNormal(loc, sqrt(3))
         - 0.5 * log_scale**2
         - log_scale  # LogNormal(0, 1)
         + 0.1 * log_noise
@@ -259,7 +244,7 @@ def _neg_log_posterior(
 
 
 def _neg_log_posterior_np(
-    raw: np.ndarray, sq: np.ndarray, y: np.ndarray
+    raw: np.ndarray, sq: np.ndarray, y: np.ndarray, ls_loc: float
 ) -> tuple[float, np.ndarray]:
     """``_neg_log_posterior`` and its gradient in closed form (no autograd).
 
@@ -285,8 +270,15 @@ def _neg_log_posterior_np(
     g_ls = 0.5 * np.einsum("ab,abj->j", W * G, sq) * (-2.0 * inv_sq)
     g_scale = 0.5 * float(np.sum(W * Kf))
     g_noise = 0.5 * float(np.trace(W)) * noise
-    lp_ls, gp_ls = _log_ls_prior_np(log_ls)
-    log_prior = lp_ls - 0.5 * log_scale**2 - log_scale + 0.1 * log_noise - 30.0 * noise
+    log_prior = (
+        -float(((log_ls - ls_loc) ** 2).sum()) / 6.0
+        - float(log_ls.sum())
+        - 0.5 * log_scale**2
+        - log_scale
+        + 0.1 * log_noise
+        - 30.0 * noise
+    )
+    gp_ls = -(log_ls - ls_loc) / 3.0 - 1.0
     gp_scale = -log_scale - 1.0
     gp_noise = 0.1 - 30.0 * noise
     grad = np.concatenate([g_ls + gp_ls, [g_scale + gp_scale, g_noise + gp_noise]])
@@ -312,12 +304,13 @@ def fit_gp(
     is_cat = torch.from_numpy(np.asarray(is_categorical, dtype=bool))
     Xt = torch.from_numpy(X)
     sq = _sq_diff(Xt, Xt, is_cat, bool(is_cat.any()))  # (n, n, dim)
+    ls_loc = math.sqrt(2.0) + 0.5 * math.log(dim)
     bounds = [LOG_LENGTHSCALE_BOUNDS] * dim + [LOG_SCALE_BOUNDS, LOG_NOISE_BOUNDS]
 
     sq_np, y_np = sq.numpy(), np.asarray(y, dtype=float)
 
     def fun(raw_np: np.ndarray) -> tuple[float, np.ndarray]:
-        return _neg_log_posterior_np(raw_np, sq_np, y_np)
+        return _neg_log_posterior_np(raw_np, sq_np, y_np, ls_loc)
 
     starts = [default_params(dim)] if init is None else [init, default_params(dim)]
     best: tuple[float, np.ndarray] | None = None

@@ -34,9 +34,11 @@ Cost, and the switch points that bound it as a study grows:
   best half (feasible first) plus a random half of the rest, drawn from the call's seed. The
   fit costs O(200^3) whatever the study's size, so a suggestion stays well under a second at
   1,000 trials (the benchmark times it); only encoding the history grows, linearly.
-* dimension: no switch. The lengthscale prior (``autotune._gp.gp``) keeps every coordinate in
-  the model, which is what the continuous benchmark problems of 2 to 10 coordinates need; a
-  study with many irrelevant parameters would want a prior that lets lengthscales grow.
+* dimension: the lengthscale prior scales with it (Hvarfner et al. 2024), which is what keeps a
+  plain GP competitive up to a few dozen parameters; there is no other switch in dimension.
+  Optuna's prior (every lengthscale near the unit cube's width) was tried in its place: over 5
+  seeds it helped Levy 10-D (0.74 against 0.91) but lost on 8 of the 11 benchmark problems
+  (``benchmarks/results/optimizers_optuna_prior.json``).
 * several objectives: LogEHVI screens 256 points with 32 quasi-MC samples. It stays the default
   over BoTorch's qLogNEHVI (``mo_acquisition="qlognehvi"``, already with ``prune_baseline=True``,
   32 quasi-MC samples, 128 screened points and 2 local searches) for cost alone: at 30
@@ -459,19 +461,12 @@ def _warp(v: np.ndarray) -> np.ndarray:
     """Standardize, then Gaussianize with a Yeo-Johnson power transform whose lambda maximizes
     the normal likelihood (HEBO, Cowen-Rivers et al. 2022): heavy tails (Rosenbrock's huge
     values, Hartmann's narrow peak) are compressed so a stationary GP fits them. The transform
-    is monotone, so optima and Pareto fronts are unchanged.
-
-    Lambda is kept at most 1, so the transform may compress the upper (best) tail of the
-    maximized values but never stretch it: lambda > 1 (the likelihood's choice when the worst
-    values form the long tail, as on Levy's bowl) spreads the best few points apart, so that
-    small differences among them look like large improvements and the search over-exploits
-    (on Levy 10-D: mean log10 regret 0.86 with lambda up to 4, 0.56 with lambda <= 1).
-    """
+    is monotone, so optima and Pareto fronts are unchanged."""
     z = _standardize(v)[0]
     if len(v) < 3 or np.ptp(z) < 1e-12:
         return z
     # Profile likelihood on a grid, then a finer grid around its best: no optimizer calls.
-    lam = np.linspace(-2.0, 1.0, 31)
+    lam = np.linspace(-2.0, 4.0, 61)
     jac = np.sum(np.sign(z) * np.log1p(np.abs(z)))
     for width in (0.1, 0.01):
         with np.errstate(all="ignore"):
@@ -479,7 +474,7 @@ def _warp(v: np.ndarray) -> np.ndarray:
             ll = -0.5 * len(z) * np.log(np.var(psi, axis=1)) + (lam - 1.0) * jac
         ll = np.where(np.isfinite(ll), ll, -np.inf)
         best = lam[int(np.argmax(ll))]
-        lam = np.minimum(best + np.linspace(-width, width, 21), 1.0)
+        lam = best + np.linspace(-width, width, 21)
     w = _yeo_johnson(z, np.array([best]))[0]
     if not np.all(np.isfinite(w)) or np.ptp(w) < 1e-12:
         return z

@@ -213,9 +213,9 @@ def test_closed_form_gradients_match_autograd() -> None:
     sq = _sq_diff(torch.from_numpy(X), torch.from_numpy(X), torch.from_numpy(cat), True)
     raw = np.array([-0.5, 0.2, 0.1, 0.3, math.log(0.01)])
     rt = torch.tensor(raw, requires_grad=True)
-    loss = _neg_log_posterior(rt, sq, torch.from_numpy(y))
+    loss = _neg_log_posterior(rt, sq, torch.from_numpy(y), 1.9)
     (g,) = torch.autograd.grad(loss, rt)
-    loss_np, g_np = _neg_log_posterior_np(raw, sq.numpy(), y)
+    loss_np, g_np = _neg_log_posterior_np(raw, sq.numpy(), y, 1.9)
     assert abs(loss.item() - loss_np) < 1e-9
     np.testing.assert_allclose(g_np, g.numpy(), atol=1e-8)
     # The acquisitions' gradients (used by the optimizer), on continuous coordinates.

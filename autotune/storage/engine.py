@@ -232,9 +232,16 @@ class Database:
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Session]:
         """One transaction, committed at the end of the block, rolled back on error."""
+        with self._session(write=write) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _session(self, *, write: bool) -> Iterator[Session]:
+        """A session under the write lock where this database needs one; leaving the block
+        without a commit rolls back (``close``)."""
         locked = write or self._read_locked
         sessions = self._write_sessions if write else self._read_sessions
-        with self.write_lock() if locked else _nullcontext(), sessions.begin() as session:
+        with self.write_lock() if locked else _nullcontext(), sessions() as session:
             yield session
 
     def run(self, fn: Callable[[Session, int], T], *, write: bool) -> T:
@@ -249,10 +256,7 @@ class Database:
         """
 
         def once(attempt: int) -> T:
-            locked = write or self._read_locked
-            sessions = self._write_sessions if write else self._read_sessions
-            # Leaving the session block without a commit rolls back (``close``).
-            with self.write_lock() if locked else _nullcontext(), sessions() as session:
+            with self._session(write=write) as session:
                 session.begin()
                 result = fn(session, attempt)
                 # The transaction id, for reading the outcome of a COMMIT whose answer is lost

@@ -71,6 +71,13 @@ def _parse(body: bytes) -> Any:
         raise ValidationError(f"the body is not valid JSON: {e}", field="body") from None
 
 
+def _parse_object(body: bytes) -> dict[str, Any]:
+    payload = _parse(body)
+    if not isinstance(payload, dict):
+        raise InvalidInputError('the body must be an object {"inputs": [...]}', field="body")
+    return payload
+
+
 def _error(e: AutotuneError, rid: str) -> Answer:
     headers = [(b"x-request-id", rid.encode("latin-1"))]
     if e.retryable:
@@ -92,6 +99,42 @@ async def _authorize(server: ModelServer, scope: dict[str, Any], name: str) -> N
             await pending
 
 
+async def _answer(
+    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
+    t0: float, endpoint: str,
+    to_matrix: Callable[[LoadedVersion, Any], Awaitable[np.ndarray]],
+    render: Callable[[LoadedVersion, Any, Any, np.ndarray, str], dict[str, Any]],
+    parse: Callable[[bytes], Any] = _parse,
+) -> Answer:  # fmt: skip
+    """What both prediction endpoints do around their own input and output shapes: authorize,
+    ``parse`` the body, resolve the version, ``to_matrix(lv, payload)``, predict, count the request on the
+    endpoint's metric series (failures too), log a sample, and ``render(lv, alias, payload, y,
+    request_id)`` the answer."""
+    rid = request_id(scope["headers"])
+    lv: LoadedVersion | None = None
+    alias = None
+    try:
+        await _authorize(server, scope, name)
+        payload = parse(body)
+        lv, alias = await _resolve(server, name, ref)
+        x = await to_matrix(lv, payload)
+        y = await lv.predict(x)
+    except AutotuneError as e:
+        server.observe_failure(name, lv, alias, endpoint, e.status, time.perf_counter() - t0)
+        return _error(e, rid)
+    except BaseException:
+        server.observe_failure(name, lv, alias, endpoint, 500, time.perf_counter() - t0)
+        raise
+    seconds = time.perf_counter() - t0
+    lv.series(alias, endpoint).ok(seconds, x.shape[0])
+    if server.prediction_log.sample_rate > 0.0:
+        server.prediction_log.maybe_log(
+            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
+        )
+    out = orjson.dumps(render(lv, alias, payload, y, rid))
+    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+
+
 async def predict_v1(
     server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
     t0: float,
@@ -105,45 +148,28 @@ async def predict_v1(
         name: the model; ``ref``: a version number, an alias, or ``None`` (production).
         t0: ``time.perf_counter()`` when the request arrived (the latency metric).
     """
-    rid = request_id(scope["headers"])
-    lv: LoadedVersion | None = None
-    alias = None
-    try:
-        await _authorize(server, scope, name)
-        payload = _parse(body)
-        lv, alias = await _resolve(server, name, ref)
+
+    async def to_matrix(lv: LoadedVersion, payload: Any) -> np.ndarray:
         if type(payload) is dict and len(payload) == 1 and "rows" in payload:
             rows = payload["rows"]
             if type(rows) is list and len(rows) > MAX_ROWS:
                 raise InvalidInputError(
                     f"{len(rows)} rows in one request; at most {MAX_ROWS}", field="rows"
                 )
-            x = lv.rows_to_matrix(rows)
-        else:  # entities, or a malformed body: the general path explains
-            x = await server.features_to_matrix(lv, payload)
-        y = await lv.predict(x)
-    except AutotuneError as e:
-        server.observe_failure(name, lv, alias, "v1_predict", e.status, time.perf_counter() - t0)
-        return _error(e, rid)
-    except BaseException:
-        server.observe_failure(name, lv, alias, "v1_predict", 500, time.perf_counter() - t0)
-        raise
-    seconds = time.perf_counter() - t0
-    lv.series(alias, "v1_predict").ok(seconds, x.shape[0])
-    if server.prediction_log.sample_rate > 0.0:
-        server.prediction_log.maybe_log(
-            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
-        )
-    out = orjson.dumps(
-        {
+            return lv.rows_to_matrix(rows)
+        # entities, or a malformed body: the general path explains
+        return await server.features_to_matrix(lv, payload)
+
+    def render(lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str) -> Any:
+        return {
             "model": name,
             "version": lv.number,
             "alias": alias,
             "predictions": y.tolist(),
             "request_id": rid,
         }
-    )
-    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+
+    return await _answer(server, scope, body, name, ref, t0, "v1_predict", to_matrix, render)
 
 
 _OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -228,32 +254,13 @@ async def infer_v2(
     t0: float,
 ) -> Answer:  # fmt: skip
     """Answer ``POST /v2/models/{name}[/versions/{ref}]/infer`` (Open Inference Protocol)."""
-    rid = request_id(scope["headers"])
-    lv: LoadedVersion | None = None
-    alias = None
-    try:
-        await _authorize(server, scope, name)
-        payload = _parse(body)
-        if not isinstance(payload, dict):
-            raise InvalidInputError('the body must be an object {"inputs": [...]}', field="body")
-        lv, alias = await _resolve(server, name, ref)
-        x = oip_matrix(lv.version.signature, payload.get("inputs"))
-        y = await lv.predict(x)
-    except AutotuneError as e:
-        server.observe_failure(name, lv, alias, "v2_infer", e.status, time.perf_counter() - t0)
-        return _error(e, rid)
-    except BaseException:
-        server.observe_failure(name, lv, alias, "v2_infer", 500, time.perf_counter() - t0)
-        raise
-    seconds = time.perf_counter() - t0
-    lv.series(alias, "v2_infer").ok(seconds, x.shape[0])
-    if server.prediction_log.sample_rate > 0.0:
-        server.prediction_log.maybe_log(
-            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
-        )
-    dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
-    out = orjson.dumps(
-        {
+
+    async def to_matrix(lv: LoadedVersion, payload: Any) -> np.ndarray:
+        return oip_matrix(lv.version.signature, payload.get("inputs"))
+
+    def render(lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str) -> Any:
+        dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
+        return {
             "model_name": name,
             "model_version": lv.label,
             "id": str(payload.get("id") or rid),
@@ -267,8 +274,10 @@ async def infer_v2(
                 }
             ],
         }
+
+    return await _answer(
+        server, scope, body, name, ref, t0, "v2_infer", to_matrix, render, _parse_object
     )
-    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
 
 
 class FastPath:

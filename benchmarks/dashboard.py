@@ -27,7 +27,7 @@ the study again and recomputes its figures). The two dashboards alternate so bot
 machine load.
 
 Usage: ``python benchmarks/dashboard.py [--trials 10000] [--repeat 5] [--workdir DIR]
-[--no-peer]`` (``--workdir`` keeps the seeded databases for the next run; ``--no-peer`` skips
+[--no-peer] [--out FILE]`` (``--workdir`` keeps the seeded databases for the next run; ``--no-peer`` skips
 optuna-dashboard for a quick check).
 """
 
@@ -386,6 +386,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None, help="keep the seeded databases here")
     p.add_argument("--no-peer", action="store_true",
                    help="AutoTune alone (a quick check; results still written)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=RESULTS,
+                   help=f"where the results go (default {RESULTS.relative_to(REPO)})")  # fmt: skip
     args = p.parse_args()
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -552,8 +554,8 @@ def main() -> None:
         },
     }
     results["machine"]["load_avg_at_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
         "\n| dashboard | load | n | first screen s (median, min-max) | every figure s "
         "| main-thread CPU s | MB fetched |"

@@ -14,6 +14,7 @@ from autotune.plots._common import (
     DEFAULT_MAX_POINTS,
     INFEASIBLE_COLOR,
     STATE_COLORS,
+    Objective,
     best_indices,
     completed_values,
     downsample,
@@ -23,12 +24,24 @@ from autotune.plots._common import (
     sampled_note,
     scatter_trace,
 )
+from autotune.plots._density import (
+    DENSITY_BEST,
+    best_of,
+    counts_2d,
+    density_colorbar,
+    density_note,
+    density_trace,
+    use_density,
+    value_edges,
+)
 from autotune.plots._registry import register
 
 __all__ = ["plot_history", "plot_edf"]
 
 # An EDF is a step function: this many steps draw it smoothly at any size.
 _EDF_POINTS = 1000
+# Cells of the history's density across the trial numbers (its values get DENSITY_BINS).
+_HISTORY_X_BINS = 100
 
 
 @register("history", title="Optimization history")
@@ -37,7 +50,7 @@ def plot_history(
     trials: Sequence[Trial],
     *,
     objective: str | None = None,
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int | None = None,
 ) -> go.Figure:
     """Each completed trial's value by trial number, and the best value so far.
 
@@ -45,7 +58,9 @@ def plot_history(
         study: the study (objectives, directions, constraints).
         trials: its trials, any states (only completed ones are drawn).
         objective: which objective (default: the first).
-        max_points: at most this many trial markers (the best always among them).
+        max_points: at most this many trial markers (the best always among them). By default
+            every trial up to 2,000 completed ones; past that a density of all of them (counts
+            per cell, a heatmap) with the best 100 as markers.
     """
     obj = objective_of(study, objective)
     title = f"Optimization history of {obj.name}"
@@ -57,8 +72,14 @@ def plot_history(
     ranked = np.where(feasible, y, np.inf if obj.minimize else -np.inf)
     best = obj.running_best(ranked)
     improved = np.flatnonzero(np.r_[True, best[1:] != best[:-1]] & np.isfinite(best))
-    idx = downsample(len(kept), max_points, keep=np.union1d(improved, best_indices(obj, y)))
     fig = go.Figure()
+    if use_density(len(kept), max_points):
+        return _history_density(fig, obj, title, x, y, feasible, improved, best)
+    idx = downsample(
+        len(kept),
+        DEFAULT_MAX_POINTS if max_points is None else max_points,
+        keep=np.union1d(improved, best_indices(obj, y)),
+    )
     feas_idx = idx[feasible[idx]]
     fig.add_trace(
         scatter_trace(
@@ -83,6 +104,16 @@ def plot_history(
                 marker={"color": INFEASIBLE_COLOR, "size": 6},
             )
         )
+    _best_line(fig, x, best, improved)
+    fig.update_layout(
+        title=title + sampled_note(len(idx), len(kept)),
+        xaxis_title="trial",
+        yaxis_title=obj.name,
+    )
+    return finish_layout(fig)
+
+
+def _best_line(fig: go.Figure, x: np.ndarray, best: np.ndarray, improved: np.ndarray) -> None:
     if len(improved):
         # The step line only changes where a trial improved on the best: draw those points.
         bx = np.r_[x[improved], x[-1]]
@@ -96,10 +127,47 @@ def plot_history(
                 name="best so far",
             )
         )
+
+
+def _history_density(
+    fig: go.Figure,
+    obj: Objective,
+    title: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    feasible: np.ndarray,
+    improved: np.ndarray,
+    best: np.ndarray,
+) -> go.Figure:
+    """Every completed trial as counts per cell of (trial number, value), the best
+    ``DENSITY_BEST`` feasible ones as markers, and the best so far."""
+    ex = value_edges(x.astype(float), _HISTORY_X_BINS)
+    ey = value_edges(y)
+    fig.add_trace(
+        density_trace(
+            ex,
+            ey,
+            counts_2d(x, y, ex, ey),
+            xlabel="trials",
+            ylabel=obj.name,
+            name="density",
+            **density_colorbar(),
+        )
+    )
+    top = best_of(obj, y, feasible, DENSITY_BEST)
+    fig.add_trace(
+        go.Scatter(
+            x=x[top],
+            y=y[top],
+            mode="markers",
+            name=f"best {len(top)}",
+            marker={"color": BEST_COLOR, "size": 6, "opacity": 0.8},
+            hovertemplate="trial %{x}<br>" + obj.name + "=%{y}<extra></extra>",
+        )
+    )
+    _best_line(fig, x, best, improved)
     fig.update_layout(
-        title=title + sampled_note(len(idx), len(kept)),
-        xaxis_title="trial",
-        yaxis_title=obj.name,
+        title=title + density_note(len(x), len(top)), xaxis_title="trial", yaxis_title=obj.name
     )
     return finish_layout(fig)
 

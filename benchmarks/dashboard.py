@@ -12,7 +12,8 @@ page, its scripts and data are fetched every time). A load is timed from navigat
 the page has drawn everything it shows:
 
 - AutoTune: every figure of the study page (history, EDF, parallel coordinates, slice, contour,
-  importance, learning curves, timeline: all SVG, drawn with plotly.js's cartesian bundle) and
+  importance, learning curves, timeline: all SVG, drawn with the dashboard's own plotly.js
+  bundle of the traces it uses) and
   the first page of the trial table;
 - optuna-dashboard: every plot of its study page (history, importance, timeline, learning
   curves), the history holding every completed trial.
@@ -327,8 +328,8 @@ class Target:
 
 
 # The floor of any plotly.js page: a plotly.js bundle from AutoTune's server, one tiny plot. The
-# dashboard loads the cartesian one; the full one is measured for comparison.
-PLOTLY_BUNDLES = {"cartesian": "plotly-cartesian.min.js", "full": "plotly.min.js"}
+# dashboard loads its own (scatter, bar, heatmap, contour); the full one is measured for comparison.
+PLOTLY_BUNDLES = {"dashboard": "plotly-dashboard.min.js", "full": "plotly.min.js"}
 FLOOR_HTML = """<!doctype html><html><head>
 <script src="/dashboard/static/{bundle}" defer></script>
 <script>addEventListener('DOMContentLoaded', async () => {
@@ -542,7 +543,7 @@ def main() -> None:
             if rows and "breakdown_ms" in rows[0]:
                 results["rows"][-1]["breakdown_ms_median"] = _median_breakdown(rows)
     results["plotly_js_floor_s"] = {
-        "what": "first visit to a page with only a plotly.js bundle (the dashboard's cartesian "
+        "what": "first visit to a page with only a plotly.js bundle (the dashboard's own "
         "one, and the full plotly.min.js; same server) and one 3-point plot, until drawn",
         **{
             bundle: {

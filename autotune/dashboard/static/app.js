@@ -13,11 +13,11 @@ const PLOT_CONFIG = { responsive: true, displaylogo: false };
 
 // Figures that take the page's full width.
 const WIDE_KINDS = new Set(["parallel_coordinates", "slice"]);
-// The page loads plotly.js's cartesian bundle (index.html), which has these traces: every figure
-// of a study but a 3-D one. A page with any other trace loads the full plotly.js once, before it
-// draws a figure (it then replaces the cartesian one as window.Plotly).
-const CARTESIAN_TRACES = new Set(["bar", "box", "contour", "heatmap", "histogram", "histogram2d",
-  "histogram2dcontour", "image", "pie", "scatter", "scatterternary", "violin"]);
+// The page loads a plotly.js bundle of these traces only (index.html; scripts/
+// build_plotly_bundle.sh): every figure of a study but a 3-D one. A page with any other trace
+// loads the full plotly.js once, before it draws a figure (it then replaces the bundle's as
+// window.Plotly).
+const BUNDLED_TRACES = new Set(["bar", "contour", "heatmap", "scatter"]);
 const FULL_PLOTLY = "/dashboard/static/plotly.min.js";
 let fullPlotly = null;
 
@@ -269,7 +269,7 @@ function traceTypes(figures) {
 // Resolves once a plotly.js that draws every trace type in ``types`` is window.Plotly.
 async function plotlyFor(types) {
   await plotlyLoaded();
-  if (!fullPlotly && [...types].some((t) => !CARTESIAN_TRACES.has(t))) {
+  if (!fullPlotly && [...types].some((t) => !BUNDLED_TRACES.has(t))) {
     fullPlotly = loadScript(FULL_PLOTLY);
   }
   if (fullPlotly) await fullPlotly;

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from autotune.api.app import create_app
 from autotune.client import Client
-from autotune.dashboard import STATIC_DIR, plotly_js_path
+from autotune.dashboard import PLOTLY_BUNDLE, STATIC_DIR, plotly_js_path
 from autotune.service import StudyService
 
 N = 45
@@ -34,14 +35,27 @@ def test_index_assets_and_plotly_from_the_package(api: tuple[TestClient, StudySe
     client, _ = api
     index = client.get("/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-    # The page loads the vendored cartesian bundle; the full plotly.js stays served (app.js
-    # loads it for 3-D figures) from the installed plotly package.
-    assert "/dashboard/static/plotly-cartesian.min.js" in index.text
+    # The page loads the vendored bundle; the full plotly.js stays served (app.js loads it for
+    # 3-D figures) from the installed plotly package.
     assert "cdn" not in index.text.lower()
-    cartesian = client.get("/dashboard/static/plotly-cartesian.min.js")
-    assert cartesian.status_code == 200
-    assert cartesian.content == (STATIC_DIR / "plotly-cartesian.min.js").read_bytes()
-    assert "max-age=86400" in cartesian.headers["cache-control"]
+    bundle = (STATIC_DIR / PLOTLY_BUNDLE).read_bytes()
+    digest = hashlib.sha256(bundle).hexdigest()[:16]
+    assert f'"/dashboard/static/{PLOTLY_BUNDLE}?v={digest}"' in index.text
+    # Named by its content, it is kept for a year without revalidation; by name alone, a day.
+    hashed = client.get(f"/dashboard/static/{PLOTLY_BUNDLE}?v={digest}")
+    assert hashed.status_code == 200 and hashed.content == bundle
+    assert hashed.headers["cache-control"] == "public, max-age=31536000, immutable"
+    plain = client.get(f"/dashboard/static/{PLOTLY_BUNDLE}")
+    assert plain.content == bundle and plain.headers["cache-control"] == "public, max-age=86400"
+    stale = client.get(f"/dashboard/static/{PLOTLY_BUNDLE}?v=0123456789abcdef")
+    assert "immutable" not in stale.headers["cache-control"]
+    for name in ("app.js", "style.css"):
+        own = hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:16]
+        assert f'"/dashboard/static/{name}?v={own}"' in index.text
+        assert (
+            "immutable" in client.get(f"/dashboard/static/{name}?v={own}").headers["cache-control"]
+        )
+    assert index.headers["cache-control"] == "no-cache"
     js = client.get("/dashboard/static/plotly.min.js")
     assert js.status_code == 200
     assert js.content == plotly_js_path().read_bytes()
@@ -63,7 +77,7 @@ def test_vendored_bundle_matches_the_installed_plotly() -> None:
     # The figures' JSON is written by the installed plotly package; the page draws it with the
     # vendored bundle, which must be the same major plotly.js (static/README.md says how to
     # update it).
-    vendored = _plotly_js_version(STATIC_DIR / "plotly-cartesian.min.js")
+    vendored = _plotly_js_version(STATIC_DIR / PLOTLY_BUNDLE)
     installed = _plotly_js_version(plotly_js_path())
     assert vendored.split(".")[0] == installed.split(".")[0], (vendored, installed)
 

@@ -179,8 +179,8 @@ def test_study_page_draws_every_figure_and_the_table(page: Page) -> None:
         assert f["width"] > 100 and f["height"] > 100, (kind, f)
         assert f["marks"] > 0, (kind, f)
         assert f["canvases"] == 0, (kind, f)  # SVG only: no WebGL context to start
-    # Only plotly.js's cartesian bundle was needed, not the full one.
-    assert _scripts(p) == ["/dashboard/static/plotly-cartesian.min.js"]
+    # Only the dashboard's plotly.js bundle was needed, not the full one.
+    assert _scripts(p) == ["/dashboard/static/plotly-dashboard.min.js"]
     _check_parallel_coordinates(p)
     count = p.locator("#trial-count")
     assert count.get_attribute("data-total") == str(N_TRIALS)
@@ -210,13 +210,13 @@ def _check_parallel_coordinates(p: Any) -> None:
     assert "Parallel coordinates of loss" in fig.locator(".gtitle").text_content()
 
 
-def test_a_trace_outside_the_cartesian_bundle_loads_the_full_plotly(page: Page) -> None:
-    # A study of two objectives: its Pareto front draws with the cartesian bundle too.
+def test_a_trace_outside_the_bundle_loads_the_full_plotly(page: Page) -> None:
+    # A study of two objectives: its Pareto front draws with the dashboard's bundle too.
     p = page.open("#/studies/multi")
     p.wait_for_function("window.__dashboardAllDrawn === true", timeout=READY_TIMEOUT_MS)
     figures = _drawn(p)
     assert figures["pareto_front"]["drawn"] and figures["pareto_front"]["marks"] > 0
-    assert _scripts(p) == ["/dashboard/static/plotly-cartesian.min.js"]
+    assert _scripts(p) == ["/dashboard/static/plotly-dashboard.min.js"]
     assert p.evaluate("Plotly.PlotSchema.get().traces.scatter3d === undefined")
     # A figure with a 3-D trace (plot_pareto_front(objectives=[three names]) makes one) gets the
     # full plotly.js first, through the page's own loader.
@@ -232,7 +232,7 @@ def test_a_trace_outside_the_cartesian_bundle_loads_the_full_plotly(page: Page) 
     )
     assert drawn
     assert _scripts(p) == [
-        "/dashboard/static/plotly-cartesian.min.js", "/dashboard/static/plotly.min.js",
+        "/dashboard/static/plotly-dashboard.min.js", "/dashboard/static/plotly.min.js",
     ]  # fmt: skip
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "ParamAxis",
     "param_axis",
     "check_params",
+    "colorbar",
     "finish_layout",
     "TEMPLATE",
 ]
@@ -174,7 +175,17 @@ def empty_figure(title: str, message: str) -> go.Figure:
 # A small template of our own: plotly's named templates are deep-copied into every figure,
 # which costs more than drawing the data of a large study.
 _GRID = "#e5ecf6"
-_AXIS = {"gridcolor": _GRID, "zerolinecolor": _GRID, "linecolor": "#b0b8c4", "automargin": True}
+# Tick labels may overflow the figure ("allow"): plotly's default ("hide past div") measures
+# every label of an axis again for each label it places, a forced layout each time, which was a
+# sixth of a study page's drawing; with automargin no label lies outside the figure anyway.
+_TICKS = {"ticklabeloverflow": "allow"}
+_AXIS = {
+    "gridcolor": _GRID,
+    "zerolinecolor": _GRID,
+    "linecolor": "#b0b8c4",
+    "automargin": True,
+    **_TICKS,
+}
 TEMPLATE: dict[str, Any] = {
     "layout": {
         "font": {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12},
@@ -187,6 +198,11 @@ TEMPLATE: dict[str, Any] = {
         "title": {"x": 0.02, "font": {"size": 15}},
     }
 }
+
+
+def colorbar(title: str, **extra: Any) -> dict[str, Any]:
+    """A colour bar titled ``title``, its ticks placed as the axes' are (``_TICKS``)."""
+    return {"title": {"text": title}, **_TICKS, **extra}
 
 
 def finish_layout(fig: go.Figure) -> go.Figure:

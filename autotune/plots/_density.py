@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from autotune.plots._common import DEFAULT_MAX_POINTS, Objective, ParamAxis
+from autotune.plots._common import DEFAULT_MAX_POINTS, Objective, ParamAxis, colorbar
 from autotune.space import Int
 
 __all__ = [
@@ -99,7 +99,7 @@ def density_colorbar(**extra: Any) -> dict[str, Any]:
     """Colour settings of a density (as a trace's or a shared ``coloraxis``' settings)."""
     return {
         "colorscale": DENSITY_COLORSCALE,
-        "colorbar": {"title": {"text": "trials"}, "thickness": 12},
+        "colorbar": colorbar("trials", thickness=12),
         **extra,
     }
 

@@ -17,6 +17,7 @@ from autotune.plots._common import (
     Objective,
     best_indices,
     check_params,
+    colorbar,
     completed_values,
     downsample,
     empty_figure,
@@ -117,7 +118,7 @@ def plot_slice(
                     "size": 5,
                     "opacity": 0.7,
                     "showscale": i == 0,
-                    "colorbar": {"title": {"text": "trial"}},
+                    "colorbar": colorbar("trial"),
                 },
                 customdata=numbers[active],
                 hovertemplate="trial %{customdata}<br>"
@@ -269,7 +270,7 @@ def plot_contour(
             z=z,
             connectgaps=True,
             colorscale=_colorscale(obj.minimize),
-            colorbar={"title": {"text": obj.name}},
+            colorbar=colorbar(obj.name),
             contours={"coloring": "heatmap"},
             line={"width": 0.5},
             hovertemplate=px + "=%{x}<br>" + py + "=%{y}<br>mean " + obj.name

@@ -367,25 +367,30 @@ def _header_token(headers: list[tuple[bytes, bytes]], method: str) -> str | None
     return cookie
 
 
-async def _send_error(send: Send, err: AutotuneError, headers: list[tuple[bytes, bytes]]) -> None:
+# A response ready to send instead of running the app: (status, headers, body).
+Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def _error(err: AutotuneError, headers: list[tuple[bytes, bytes]]) -> Refusal:
     body = json.dumps(err.to_payload()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": err.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
+    return (
+        err.status,
+        [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+        body,
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 class AuthMiddleware:
     """Pure ASGI middleware: authenticate, authorize by scope, run the request in the key's
     project.
+
+    :meth:`check` is the whole decision, for a layer in front of this one that answers some
+    requests on its own (the serving fast path) and must authorize them exactly as this
+    middleware does.
 
     Args:
         app: the ASGI app.
@@ -402,6 +407,33 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal, scope, principal = await self.check(scope)
+        if refusal is not None:
+            status, headers, body = refusal
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if principal is None:  # a public route
+            await self.app(scope, receive, send)
+            return
+        reset = current_project.set(principal.project)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_project.reset(reset)
+
+    async def check(
+        self, scope: MutableMapping[str, Any]
+    ) -> tuple[Refusal | None, MutableMapping[str, Any], Principal | None]:
+        """Decide an HTTP request.
+
+        Returns:
+            (refusal, scope, principal): the response to send instead of running the app
+            (401, 403, 404 for a qualified model name, 503 when keys cannot be verified, the
+            dashboard login's redirect), or None; the scope to run the app with (a model
+            route's name qualified with the key's project, ``state["principal"]`` set); and the
+            principal, whose project the app must run in (None for a public route).
+        """
         path: str = scope["path"]
         method: str = scope["method"]
         rule = self._rules.get((method, path))
@@ -411,8 +443,7 @@ class AuthMiddleware:
                 self._rules.clear()
             self._rules[(method, path)] = rule
         if rule.public:
-            await self.app(scope, receive, send)
-            return
+            return None, scope, None
         token = _header_token(scope.get("headers") or [], method)
         login = None
         if path == "/" and method == "GET" and scope.get("query_string"):
@@ -421,37 +452,25 @@ class AuthMiddleware:
         try:
             principal = await self._verify(token)
         except AutotuneError as e:  # the database is down: 503 like any other route
-            await _send_error(send, e, [(b"retry-after", b"1")] if e.retryable else [])
-            return
+            return _error(e, [(b"retry-after", b"1")] if e.retryable else []), scope, None
         if principal is None:
-            await _send_error(
-                send,
-                UnauthenticatedError(
-                    "a valid API key is required: send 'Authorization: Bearer <key>' or "
-                    "'X-API-Key: <key>' (the dashboard: open /?api_key=<key> once); "
-                    "`autotune keys create` makes one"
-                    if token is None
-                    else "the API key is unknown or revoked",
-                    details={},
-                ),
-                [(b"www-authenticate", b"Bearer")],
+            err = UnauthenticatedError(
+                "a valid API key is required: send 'Authorization: Bearer <key>' or "
+                "'X-API-Key: <key>' (the dashboard: open /?api_key=<key> once); "
+                "`autotune keys create` makes one"
+                if token is None
+                else "the API key is unknown or revoked",
+                details={},
             )
-            return
+            return _error(err, [(b"www-authenticate", b"Bearer")]), scope, None
         if login is not None:  # the dashboard's login: keep the key in a cookie, drop the query
             cookie = f"{COOKIE_NAME}={login}; Path=/; HttpOnly; SameSite=Strict"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 303,
-                    "headers": [
-                        (b"location", b"/"),
-                        (b"set-cookie", cookie.encode("latin-1")),
-                        (b"content-length", b"0"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
+            headers = [
+                (b"location", b"/"),
+                (b"set-cookie", cookie.encode("latin-1")),
+                (b"content-length", b"0"),
+            ]
+            return (303, headers, b""), scope, None
         need = rule.need
         if _RANK[principal.scope] < _RANK[need] or (
             rule.operator and principal.project != DEFAULT_PROJECT
@@ -461,25 +480,17 @@ class AuthMiddleware:
                 if rule.operator
                 else f"a key with scope {need.value!r}"
             )
-            await _send_error(
-                send,
-                PermissionDeniedError(
-                    f"{method} {path} needs {who}; this key is {principal.scope.value!r} in "
-                    f"project {principal.project!r}",
-                    details={"scope": principal.scope.value, "required": need.value},
-                ),
-                [],
+            err = PermissionDeniedError(
+                f"{method} {path} needs {who}; this key is {principal.scope.value!r} in "
+                f"project {principal.project!r}",
+                details={"scope": principal.scope.value, "required": need.value},
             )
-            return
+            return _error(err, []), scope, None
         if rule.model is not None:
             prefix, name, rest = rule.model
             if QUALIFIER in name:  # only the middleware qualifies names
-                await _send_error(
-                    send,
-                    NotFoundError(f"model {name!r} not found", details={"model": name}),
-                    [],
-                )
-                return
+                err = NotFoundError(f"model {name!r} not found", details={"model": name})
+                return _error(err, []), scope, None
             if principal.project != DEFAULT_PROJECT:
                 path = prefix + qualify(principal.project, name) + rest
                 scope = dict(scope)
@@ -487,11 +498,7 @@ class AuthMiddleware:
                 scope["raw_path"] = path.encode()
         state = scope.setdefault("state", {})
         state["principal"] = principal
-        reset = current_project.set(principal.project)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            current_project.reset(reset)
+        return None, scope, principal
 
     async def _verify(self, token: str | None) -> Principal | None:
         if not token:

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import autotune
 from autotune.errors import AutotuneError, ValidationError
 from autotune.storage.engine import Database
 from serving.batching import BatchingConfig
-from serving.fastpath import FastPath
+from serving.fastpath import FastPath, FrontDoor, front_door
 from serving.loaders import DEFAULT_SKOPS_TRUSTED_TYPES, LoaderOptions
 from serving.registry import ModelRegistry
 from serving.server import (
@@ -42,6 +43,7 @@ from serving.server import (
 )
 
 __all__ = [
+    "ServingApp",
     "create_serving_app",
     "install_serving",
     "serving_lifespan",
@@ -128,6 +130,47 @@ async def serving_lifespan(server: ModelServer) -> AsyncIterator[None]:
         server.registry.close()
 
 
+# How long the answer "is FastAPI's OpenTelemetry instrumentation on?" is trusted: a provider
+# configured at run time instruments predictions from at most this much later.
+TELEMETRY_RECHECK_S = 1.0
+
+
+class ServingApp(FastAPI):
+    """A FastAPI app whose prediction requests skip FastAPI's per-request telemetry check.
+
+    ``FastAPI.__call__`` asks OpenTelemetry on every request whether a tracer, meter or logger
+    provider is configured (three provider look-ups and environment reads: about as much CPU as
+    the rest of the app's layers together). This app asks at most once per
+    :data:`TELEMETRY_RECHECK_S` for the prediction paths; while no provider is configured it
+    hands them straight to the front door at the top of its middleware stack
+    (:class:`serving.fastpath.FrontDoor`), otherwise to ``FastAPI.__call__`` as any request.
+    Every other request goes to ``FastAPI.__call__``.
+    """
+
+    _serving_telemetry_on = True
+    _serving_telemetry_until = float("-inf")
+
+    def _telemetry_enabled(self) -> bool:
+        now = time.monotonic()
+        if now >= self._serving_telemetry_until:
+            native = getattr(self, "_native_telemetry", None)
+            # A FastAPI without the check (other versions): leave every request to it.
+            self._serving_telemetry_on = native is None or bool(native.enabled())
+            self._serving_telemetry_until = now + TELEMETRY_RECHECK_S
+        return self._serving_telemetry_on
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        front = self.middleware_stack
+        if type(front) is FrontDoor and scope["type"] == "http" and not self._telemetry_enabled():
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            if front.fast.hit(scope) is not None:
+                scope["app"] = self
+                await front.guarded(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def install_serving(
     app: FastAPI, server: ModelServer, *, api_prefix: str = "/v1", admin: bool = True
 ) -> None:
@@ -140,9 +183,17 @@ def install_serving(
         admin: include registration and alias moves (off for serving-only replicas).
     """
     app.state.model_server = server
-    # The predict and infer POSTs are answered by a pure ASGI fast path in front of routing. It
-    # goes innermost among the app's middleware, so that limits and auth still wrap it.
+    # The predict and infer POSTs are answered by a pure ASGI fast path in front of routing,
+    # innermost among the app's middleware. A front door at the top of the stack answers them
+    # through the same fast path without crossing the layers in between: it runs the limits
+    # and auth checks itself and keeps the exception wrappers (serving.fastpath.front_door).
     app.user_middleware.append(Middleware(FastPath, server=server, v1_prefix=api_prefix))
+    build = app.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        return front_door(build())
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     # Routes are matched in order: the predict paths first.
     app.include_router(v1_router, prefix=api_prefix)
     app.include_router(oip_router)
@@ -186,7 +237,7 @@ def create_serving_app(
         async with serving_lifespan(srv):
             yield
 
-    app = FastAPI(
+    app = ServingApp(
         title="AutoTune model server",
         version=autotune.__version__,
         description="Open Inference Protocol (/v2) and AutoTune's model routes (/v1). Every "

@@ -110,7 +110,12 @@ def create_app(
             if owned:
                 svc.close()
 
-    app = FastAPI(
+    app_class = FastAPI
+    if model_server is not None:
+        from serving.app import ServingApp
+
+        app_class = ServingApp  # predictions skip FastAPI's per-request telemetry check
+    app = app_class(
         title="AutoTune",
         version=autotune.__version__,
         description=_DESCRIPTION,

@@ -19,7 +19,10 @@ What one request may ask for:
 
 Body size and rate are enforced by :class:`LimitsMiddleware`, a pure ASGI middleware (no
 ``BaseHTTPMiddleware``: it neither wraps the response nor copies the body of a request that
-states its length), so the serving hot path pays a header scan and a dict lookup.
+states its length), so the serving hot path pays a header scan and a dict lookup. Its checks
+(:meth:`LimitsMiddleware.check`, :meth:`LimitsMiddleware.too_large`) are also what the serving
+fast path's front door runs for the predict paths, which skip the middleware layers
+(``serving.fastpath.FrontDoor``): one implementation, one set of rate buckets.
 
 Every setting can be overridden from the environment (``AUTOTUNE_MAX_BODY_BYTES`` and so on,
 see :meth:`LimitSettings.from_env`).
@@ -45,6 +48,9 @@ __all__ = [
     "RateLimitedError",
     "LimitSettings",
     "LimitsMiddleware",
+    "BodyLimit",
+    "Refusal",
+    "send_refusal",
     "TokenBuckets",
     "install_limits",
     "MIB",
@@ -215,20 +221,33 @@ class TokenBuckets:
 
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Any], Awaitable[None]]
+# A refusal ready to send: (status, headers, body).
+Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-def _error_body(err: AutotuneError) -> bytes:
-    return json.dumps(err.to_payload()).encode()
-
-
-async def _respond(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+def _refusal(err: AutotuneError, extra: list[tuple[bytes, bytes]]) -> Refusal:
+    body = json.dumps(err.to_payload()).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *extra,
     ]
+    return err.status, headers, body
+
+
+async def send_refusal(send: Any, refusal: Refusal) -> None:
+    """Send a refusal made by :meth:`LimitsMiddleware.check` (or the auth middleware's)."""
+    status, headers, body = refusal
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """The body limit of a request whose size is not known before it is read (chunked)."""
+
+    limit: int
+    setting: str
 
 
 class LimitsMiddleware:
@@ -237,6 +256,10 @@ class LimitsMiddleware:
     A request that states its ``Content-Length`` is judged on it before the app runs; one sent
     chunked is read here up to the limit (413 as soon as it passes it) and handed to the app as
     it came. Either way the app never sees a refused request, so nothing of it is stored.
+
+    :meth:`check` and :meth:`too_large` are the checks themselves, for a layer in front of this
+    one that answers some requests on its own (the serving fast path) and must refuse exactly
+    as this middleware does, sharing its rate buckets.
     """
 
     def __init__(self, app: ASGIApp, settings: LimitSettings) -> None:
@@ -271,35 +294,49 @@ class LimitsMiddleware:
             return s.max_upload_bytes, "max_upload_bytes"
         return s.max_body_bytes, "max_body_bytes"
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if self.buckets is not None and not await self._admit(scope, send):
-            return
+    def check(self, scope: dict[str, Any]) -> tuple[Refusal | None, BodyLimit | None]:
+        """Judge an HTTP request on its headers.
+
+        Returns:
+            (refusal, chunked): the 429 or 413 to send instead of running the app, or None;
+            and, for a body sent chunked, the limit to hold it to while it is read.
+        """
+        if self.buckets is not None:
+            refusal = self._admit(scope)
+            if refusal is not None:
+                return refusal, None
         length: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if len(value) < self._small_digits:
                     # Fewer digits than the smallest limit: under every limit, no parsing.
-                    await self.app(scope, receive, send)
-                    return
+                    return None, None
                 length = value
                 break
             if name == b"transfer-encoding":
                 break
         else:  # neither: no body
+            return None, None
+        limit, setting = self.body_limit(scope["method"], scope["path"])
+        if length is None:
+            return None, BodyLimit(limit, setting)
+        try:
+            size = int(length)
+        except ValueError:
+            size = -1  # the HTTP server refuses such a request before it gets here
+        if size > limit:
+            return self.too_large(BodyLimit(limit, setting), f"{size} bytes"), None
+        return None, None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, setting = self.body_limit(scope["method"], scope["path"])
-        if length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                size = -1  # the HTTP server refuses such a request before it gets here
-            if size > limit:
-                await self._too_large(send, limit, setting, f"{size} bytes")
-                return
+        refusal, chunked = self.check(scope)
+        if refusal is not None:
+            await send_refusal(send, refusal)
+            return
+        if chunked is None:
             await self.app(scope, receive, send)
             return
         # Chunked: read it whole (the routes would anyway), stopping at the limit.
@@ -311,8 +348,10 @@ class LimitsMiddleware:
             if message["type"] != "http.request":
                 break
             total += len(message.get("body", b""))
-            if total > limit:
-                await self._too_large(send, limit, setting, f"more than {limit} bytes")
+            if total > chunked.limit:
+                await send_refusal(
+                    send, self.too_large(chunked, f"more than {chunked.limit} bytes")
+                )
                 return
             if not message.get("more_body", False):
                 break
@@ -324,49 +363,46 @@ class LimitsMiddleware:
 
         await self.app(scope, replayed, send)
 
-    async def _too_large(self, send: Any, limit: int, setting: str, got: str) -> None:
+    def too_large(self, body_limit: BodyLimit, got: str) -> Refusal:
+        """The 413 of a body of ``got`` over ``body_limit``."""
+        limit, setting = body_limit.limit, body_limit.setting
         env = LimitSettings.ENV[setting]
-        body = _error_body(
-            PayloadTooLargeError(
-                f"the request body is {got}; at most {limit} bytes are allowed here ({setting}, "
-                f"set by {env}): send less per request",
-                field="body",
-                details={"limit": limit, "setting": setting},
-            )
+        err = PayloadTooLargeError(
+            f"the request body is {got}; at most {limit} bytes are allowed here ({setting}, "
+            f"set by {env}): send less per request",
+            field="body",
+            details={"limit": limit, "setting": setting},
         )
         # The client may still be sending: tell it this connection is done.
-        await _respond(send, 413, body, [(b"connection", b"close")])
+        return _refusal(err, [(b"connection", b"close")])
 
-    async def _admit(self, scope: dict[str, Any], send: Any) -> bool:
+    def _admit(self, scope: dict[str, Any]) -> Refusal | None:
         path = scope["path"]
         if path in _UNLIMITED_PATHS:
-            return True
+            return None
         client = scope.get("client")
         host = client[0] if client else ""
         if not self.settings.rate_limit_loopback and host in _LOOPBACK:
-            return True
+            return None
         key = _client_key(scope["headers"]) or f"addr:{host}"
         assert self.buckets is not None
         wait = self.buckets.take(key)
         if wait == 0.0:
-            return True
+            return None
         retry = max(1, math.ceil(wait))
         s = self.settings
         who = "API key" if not key.startswith("addr:") else "client address"
-        body = _error_body(
-            RateLimitedError(
-                f"too many requests: at most {s.rate_per_s:g} per second (bursts of "
-                f"{s.rate_burst}) per {who}; retry after {retry} s",
-                details={
-                    "field": "rate",
-                    "limit_per_s": s.rate_per_s,
-                    "burst": s.rate_burst,
-                    "retry_after_s": retry,
-                },
-            )
+        err = RateLimitedError(
+            f"too many requests: at most {s.rate_per_s:g} per second (bursts of "
+            f"{s.rate_burst}) per {who}; retry after {retry} s",
+            details={
+                "field": "rate",
+                "limit_per_s": s.rate_per_s,
+                "burst": s.rate_burst,
+                "retry_after_s": retry,
+            },
         )
-        await _respond(send, 429, body, [(b"retry-after", str(retry).encode())])
-        return False
+        return _refusal(err, [(b"retry-after", str(retry).encode())])
 
 
 def _client_key(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -105,3 +105,31 @@ def test_figures_follow_new_trials(api: tuple[TestClient, StudyService]) -> None
         svc.observe("grow", t.number, {"value": t.params["x"]})
     time.sleep(0.6)  # past the snapshot's shared-check window
     assert n_points() == 5
+
+
+def test_a_large_study_gets_density_figures_and_max_points_a_sample(
+    tmp_path: Any,
+) -> None:
+    # Past 2,000 completed trials the route answers the history and slice as densities (a
+    # heatmap of counts of every completed trial) with the best trials as markers.
+    svc = StudyService(f"sqlite:///{tmp_path / 'big.db'}")
+    try:
+        seed_service_study(svc, "big", 2400, curves_every=1000)
+        pages = [svc.list_trials("big", offset=o, limit=1000).items for o in (0, 1000, 2000)]
+        n_done = sum(t.state.value == "completed" for page in pages for t in page)
+        assert n_done > 2000
+        with TestClient(create_app(svc)) as client:
+            fig = client.get("/v1/studies/big/plots/history").json()
+            (heat,) = [t for t in fig["data"] if t["type"] == "heatmap"]
+            assert np.nansum(array(heat["z"]).astype(float)) == n_done
+            best = next(t for t in fig["data"] if t.get("name") == "best 100")
+            assert len(array(best["x"])) == 100
+            assert "density of" in fig["layout"]["title"]["text"]
+            sl = client.get("/v1/studies/big/plots/slice").json()
+            assert sum(t["type"] == "heatmap" for t in sl["data"]) == 4
+            # Asking for a number of points gives the sample of markers, as before.
+            sampled = client.get("/v1/studies/big/plots/history?max_points=500").json()
+            assert {t["type"] for t in sampled["data"]} == {"scatter"}
+            assert f"showing 500 of {n_done:,}" in sampled["layout"]["title"]["text"]
+    finally:
+        svc.close()

@@ -9,7 +9,9 @@ Kinds: optimization history with best so far, parallel coordinates, slice, conto
 parameter pair, parameter importance, Pareto front, intermediate values, timeline and EDF
 (:func:`plot_kinds`). The REST API serves each as figure JSON at
 ``GET /v1/studies/{study}/plots/{kind}`` and the client's study handle draws them
-(``study.plot_history()``). Large studies are sampled (see :mod:`autotune.plots._common`).
+(``study.plot_history()``). Large studies are sampled (see :mod:`autotune.plots._common`);
+past 2,000 completed trials the history and slice show a density of every trial with the best
+as markers (:mod:`autotune.plots._density`).
 
 plotly (and scikit-learn, for importance) are imported on first use, so importing the client
 stays fast.

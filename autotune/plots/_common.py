@@ -3,7 +3,9 @@ parameter axes, colours and the empty figure.
 
 Large studies are drawn from a sample: scatter figures keep at most ``max_points`` points (the
 best ones always, a seeded uniform sample of the rest) and switch to WebGL traces past
-``WEBGL_THRESHOLD`` points, so a 10,000-trial study draws as fast as a 1,000-trial one.
+``WEBGL_THRESHOLD`` points, so a 10,000-trial study draws as fast as a 1,000-trial one. By
+default the history and slice figures show a density instead of a sample past
+``DENSITY_THRESHOLD`` completed trials (:mod:`autotune.plots._density`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ DENSITY_BEST = 100
 # Cells along a continuous axis (an integer or categorical one gets a cell per level up to it).
 DENSITY_BINS = 40
 # Light to dark: an empty cell is transparent (not drawn), one trial already visible.
+# Half the width of the one cell around a single value on a log axis (a factor of ~1.4).
+_LOG_HALF_CELL = float(np.sqrt(2.0))
 DENSITY_COLORSCALE = [[0.0, "#d6e4f2"], [0.35, "#6baed6"], [1.0, "#08306b"]]
 
 
@@ -65,7 +67,9 @@ def axis_edges(ax: ParamAxis, param: Any, pos: np.ndarray, bins: int = DENSITY_B
     lo, hi = float(np.min(pos)), float(np.max(pos))
     if isinstance(param, Int) and not ax.log and hi - lo + 1 <= bins:
         return np.arange(lo, hi + 2) - 0.5
-    if ax.log and lo > 0 and hi > lo:
+    if ax.log and lo > 0:
+        if hi == lo:  # one cell around the value, positive as a log axis needs
+            return np.array([lo / _LOG_HALF_CELL, lo * _LOG_HALF_CELL])
         return np.logspace(np.log10(lo), np.log10(hi), bins + 1)
     return value_edges(pos, bins)
 

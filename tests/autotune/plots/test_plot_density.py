@@ -153,3 +153,15 @@ def test_infeasible_trials_are_counted_but_never_marked_best() -> None:
             "scatter",
             "contour",
         }
+
+
+def test_a_parameter_with_one_value_gets_one_cell(study: Study) -> None:
+    trials = _completed(DENSITY_THRESHOLD + 1)
+    for t in trials:
+        t.params["lr"] = 0.01
+        t.params["depth"] = 3
+    heat = {h.name: h for h in _heatmaps(plots.plot_slice(study, trials))}
+    lr = np.asarray(heat["lr"].x)
+    assert len(lr) == 2 and 0 < lr[0] < 0.01 < lr[1]  # positive: the axis is a log one
+    assert list(heat["depth"].x) == [2.5, 3.5]
+    assert _total(heat["lr"]) == len(trials)

@@ -8,6 +8,7 @@ nothing. DDL is transactional on both databases, so a crash mid-upgrade leaves n
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +18,41 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from autotune.errors import AutotuneError
 from autotune.storage.engine import Database
 
-__all__ = ["upgrade", "current_revision", "head_revision", "alembic_config", "MIGRATIONS_DIR"]
+__all__ = [
+    "upgrade",
+    "current_revision",
+    "head_revision",
+    "alembic_config",
+    "all_metadata",
+    "MIGRATIONS_DIR",
+]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock key: any constant 64-bit number unique to AutoTune's migrations.
 _PG_MIGRATION_LOCK_KEY = 0x4155544F54554E45  # "AUTOTUNE"
+
+
+# "module:attribute" of every package's MetaData whose tables the migration chain creates, beside
+# the core's ``Base.metadata``. Imported only for autogenerate and the schema test: the tuning
+# core must not import the serving packages when the service applies migrations on start.
+PACKAGE_METADATA = ["serving.registry:metadata", "serving.features.tables:metadata"]
+
+
+def all_metadata() -> list[MetaData]:
+    """The MetaData of every table the migrations create (what ``--autogenerate`` compares)."""
+    from autotune.storage.schema import Base
+
+    out = [Base.metadata]
+    for ref in PACKAGE_METADATA:
+        module, _, attr = ref.partition(":")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -9,32 +9,26 @@ migration lock. From the command line, name the database with ``-x url=...`` (el
     alembic -c autotune/storage/migrations/alembic.ini revision --autogenerate -m "registry"
 
 A package's tables either subclass ``autotune.storage.schema.Base`` or live in its own
-``MetaData``; list that in ``_OTHER_METADATA`` so that autogenerate (command line only) sees them.
+``MetaData``; list that in ``autotune.storage.migrate.PACKAGE_METADATA`` so that autogenerate
+(command line only) sees them; ``tests/autotune/test_storage.py`` checks that the list and the
+migrations agree.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from alembic import context
 from sqlalchemy import MetaData
 
+from autotune.storage.migrate import all_metadata
 from autotune.storage.schema import Base
 
 config = context.config
-# "module:attribute" of other packages' MetaData, imported for the command line only: the
-# tuning core must not import them when the service applies migrations on start.
-_OTHER_METADATA = ["serving.registry:metadata"]
 
 
 def _target_metadata() -> list[MetaData]:
     if config.attributes.get("connection") is not None:
         return [Base.metadata]  # applying migrations needs no models
-    out = [Base.metadata]
-    for ref in _OTHER_METADATA:
-        module, _, attr = ref.partition(":")
-        out.append(getattr(importlib.import_module(module), attr))
-    return out
+    return all_metadata()
 
 
 target_metadata = _target_metadata()

@@ -15,7 +15,8 @@ All three servers run at once and every cell runs them back to back, for ``--rou
 cell reports its best round (every round is kept in the JSON), because other work on a shared
 machine only ever makes a round slower.
 
-Usage: ``python benchmarks/serving.py [--seconds 3] [--rounds 2] [--quick] [--loadgen wrk|httpx]``
+Usage: ``python benchmarks/serving.py [--seconds 3] [--rounds 2] [--quick] [--loadgen wrk|httpx]
+[--out PATH]`` (``--out`` keeps a trial run from replacing the recorded results).
 """
 
 from __future__ import annotations
@@ -216,6 +217,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 s per row, 1 round (a smoke run)")
     p.add_argument("--rounds", type=int, default=2, help="rounds over the table; best kept")
     p.add_argument("--loadgen", choices=["wrk", "httpx"], default=None)
+    p.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})"
+    )
     p.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--httpx-worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -390,8 +394,8 @@ def main() -> None:
             for a, b in (("no_batching", "batching"), ("bare_fastapi", "batching"))
             for c in (8, 32)
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
 
     f = results["floor_inplace_predict"]
@@ -413,7 +417,7 @@ def main() -> None:
         print(f"{k}: {t['value']} (target {t['target']}) {'met' if t['met'] else 'NOT met'}")
     for k, v in results.get("cpu_per_request_ratios", {}).items():
         print(f"server CPU per request, {k}: {v}")
-    print(f"\nwritten to {RESULTS}")
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

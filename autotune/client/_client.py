@@ -60,7 +60,9 @@ class Client:
         retries: HTTP only: retries of requests that are safe to retry.
         api_key: HTTP only: the API key of a server with authentication on (its project's
             studies are the ones this client sees); ``None``: ``AUTOTUNE_API_KEY`` if set.
-            The embedded service needs none (it runs in project ``default``).
+            The embedded service needs none.
+        project: embedded only: the project whose studies this client sees and creates
+            (default ``default``); over HTTP the API key's project decides.
     """
 
     def __init__(
@@ -72,10 +74,16 @@ class Client:
         timeout: float = 60.0,
         retries: int = 6,
         api_key: str | None = None,
+        project: str | None = None,
     ) -> None:
         if url is not None and url.startswith(("http://", "https://")):
             if db is not None or service is not None:
                 raise ValueError("give a server URL or db=/service=, not both")
+            if project is not None:
+                raise ValueError(
+                    "project= is for the embedded service; a server takes the project from "
+                    "the API key (api_key= or AUTOTUNE_API_KEY)"
+                )
             from autotune.client._http import HttpTransport
 
             self._transport: Transport = HttpTransport(
@@ -93,7 +101,7 @@ class Client:
                 db = url
             from autotune.client._embedded import EmbeddedTransport
 
-            self._transport = EmbeddedTransport(db, service=service)
+            self._transport = EmbeddedTransport(db, service=service, project=project)
 
     def __repr__(self) -> str:
         return f"Client({self._transport!r})"

@@ -52,10 +52,20 @@ class EmbeddedTransport:
     """Args:
     db: SQLAlchemy URL; ``None`` lets the service choose (``AUTOTUNE_DB`` or a SQLite file).
     service: use this service instead of building one (the caller closes it).
+    project: the project every call runs in (default ``default``), as an API key's project
+        scopes an HTTP client; an invalid name raises ``ValidationError``.
     """
 
     @_database_errors
-    def __init__(self, db: str | None = None, *, service: StudyService | None = None) -> None:
+    def __init__(
+        self,
+        db: str | None = None,
+        *,
+        service: StudyService | None = None,
+        project: str | None = None,
+    ) -> None:
+        from autotune.projects import DEFAULT_PROJECT
+
         if service is None:
             from autotune.service import StudyService
 
@@ -63,14 +73,20 @@ class EmbeddedTransport:
             self._owned = True
         else:
             self._owned = False
-        self.service = service
+        self._service = service
+        try:
+            self.service = service.scoped(project or DEFAULT_PROJECT)
+        except BaseException:
+            self.close()
+            raise
+        self.project = self.service.project
 
     def __repr__(self) -> str:
-        return f"EmbeddedTransport({self.service!r})"
+        return f"EmbeddedTransport({self._service!r}, project={self.project!r})"
 
     def close(self) -> None:
         if self._owned:
-            self.service.close()
+            self._service.close()
 
     @_database_errors
     def create_study(self, spec: Mapping[str, Any]) -> Study:

@@ -19,7 +19,12 @@ import pytest
 
 from autotune.auth import KEY_CACHE_TTL_S, KeyStore, required_scope
 from autotune.client import Client
-from autotune.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from autotune.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    ValidationError,
+)
 from autotune.storage import Database, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,6 +199,37 @@ def test_two_projects_use_the_same_study_name_apart(server: AuthServer, unique_n
         assert a.get_study(unique_name).info.n_trials == 1  # A's study is untouched
         with pytest.raises(NotFoundError):
             b.get_study(unique_name)
+
+
+def test_an_embedded_client_works_in_the_project_the_server_scopes_a_key_to(
+    server: AuthServer, unique_name: str
+) -> None:
+    """``Client(db=..., project=...)`` on the server's own database: what it creates in
+    team-a is what a team-a key sees over HTTP, and team-b's key and the default project
+    don't."""
+    with Client(db=server.db_url, project="team-a") as embedded:
+        study = embedded.create_study(unique_name, SPACE, algorithm="random", seed=3)
+        study.observe(study.suggest()[0], {"value": 0.25})
+        assert embedded.transport.project == "team-a"  # type: ignore[attr-defined]
+    with Client(server.url, api_key=server.keys["a_read"], retries=1) as a:
+        seen = a.get_study(unique_name)
+        assert seen.info.id == study.info.id and seen.info.n_trials == 1
+    b = Client(server.url, api_key=server.keys["b_read"], retries=1)
+    with b, pytest.raises(NotFoundError):
+        b.get_study(unique_name)
+    with Client(db=server.db_url) as default:
+        assert unique_name not in {s.name for s in default.list_studies()}
+    other = Client(db=server.db_url, project="team-b")
+    with other, pytest.raises(NotFoundError):
+        other.get_study(unique_name)
+
+
+def test_client_project_is_checked_and_only_for_the_embedded_service(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as err:
+        Client(db=f"sqlite:///{tmp_path / 'x.db'}", project="../etc")
+    assert err.value.field == "project"
+    with pytest.raises(ValueError, match="API key"):
+        Client("http://127.0.0.1:1", project="team-a")
 
 
 def test_client_errors_and_environment_key(

@@ -8,8 +8,9 @@ One call of ``suggest``:
    (``SobolDesigner``). ``n_initial`` defaults to ``max(4, min(dim + 1, 10))``: few initial
    points leave more of a small budget to the model.
 2. Models. Objectives are turned into maximization, standardized and Gaussianized by a
-   Yeo-Johnson power transform (monotone, fitted by maximum likelihood; HEBO's output warping);
-   one GP per objective, one per outcome constraint and, when some trials failed, one "failure"
+   Yeo-Johnson power transform (monotone, fitted by maximum likelihood; HEBO's output warping)
+   and, for one objective, shifted so that the GP's prior mean is the worst value seen
+   (``_pessimistic``: unexplored corners no longer look promising); one GP per objective, one per outcome constraint and, when some trials failed, one "failure"
    GP on the indicator of failure, treated as a constraint (``failed <= 0.5``) so the
    acquisition steers away from regions that keep failing; failed points also enter the
    objective GPs at the worst observed value. Hyperparameters start from the previous fit of the
@@ -239,6 +240,8 @@ class GPDesigner(Designer):
         X_obj = np.vstack([X, X_fail])
         Y_obj = np.vstack([Y, np.repeat(Y.min(0, keepdims=True), len(X_fail), axis=0)])
         Z_obj = np.column_stack([_warp(Y_obj[:, i]) for i in range(Y.shape[1])])
+        if Z_obj.shape[1] == 1:
+            Z_obj = _pessimistic(Z_obj)
         objectives = [fit(f"objective:{i}", X_obj, Z_obj[:, i]) for i in range(Y.shape[1])]
         constraints: list[ConstraintModel] = []
         for j in range(C.shape[1]):
@@ -479,6 +482,22 @@ def _warp(v: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(w)) or np.ptp(w) < 1e-12:
         return z
     return _standardize(w)[0]
+
+
+def _pessimistic(Z: np.ndarray) -> np.ndarray:
+    """Shift each column so that its worst value is 0, the zero-mean GP's prior mean.
+
+    Away from the data the model then expects the worst value seen, not the average: EI
+    there comes from the variance alone, and unexplored corners of the cube stop looking
+    promising. De Ath, Fieldsend & Everson, "What do you mean? The role of the mean function
+    in Bayesian optimisation" (GECCO 2020) found this prior mean the most robust choice,
+    above all in higher dimension, where a constant mean at the data's average draws BO to
+    the boundary. Measured here over 10 seeds it cut the mean final log10 regret on every
+    single-objective benchmark problem but the constrained and conditional ones (within their
+    standard errors there); on the two-objective problem it was worse, so it applies to one
+    objective only.
+    """
+    return Z - Z.min(axis=0, keepdims=True)
 
 
 def _pareto_mask(Y: np.ndarray) -> np.ndarray:

@@ -234,3 +234,27 @@ def test_closed_form_gradients_match_autograd() -> None:
         (gt,) = torch.autograd.grad(vt.sum(), xt)
         np.testing.assert_allclose(v, vt.detach().numpy(), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(gr, gt.numpy()[:, cont], rtol=1e-5, atol=1e-7)
+
+
+def test_one_objective_model_expects_the_worst_value_away_from_the_data() -> None:
+    """The pessimistic prior mean: far from every observation the objective model's mean is
+    the worst value seen, not the average, so an unexplored corner has EI from its variance
+    alone; near the observations the data decide."""
+    import torch
+
+    from autotune._gp.gp import fit_gp
+    from autotune.designers.gp import _pessimistic, _warp
+
+    rng = np.random.default_rng(1)
+    X = 0.3 * rng.random((30, 4))  # every observation in one corner of the cube
+    y = -np.sum((X - 0.15) ** 2, axis=1)  # maximized
+    Z = _pessimistic(_warp(y)[:, None])
+    assert Z.min() == 0.0 and np.argmin(Z[:, 0]) == np.argmin(y)
+    assert np.all(np.diff(Z[np.argsort(y), 0]) >= 0)  # the order of the values is kept
+    gp = fit_gp(X, Z[:, 0], np.zeros(4, dtype=bool))
+    with torch.no_grad():
+        far, _ = gp.posterior(torch.full((1, 4), 0.95, dtype=torch.float64))
+        near, _ = gp.posterior(torch.from_numpy(X[:5]))
+    assert abs(float(far[0])) < 0.05 * float(np.ptp(Z))  # the worst value seen
+    assert float(far[0]) < float(Z.mean()) - 0.3 * float(Z.std())
+    np.testing.assert_allclose(near.numpy(), Z[:5, 0], atol=0.05 * float(np.ptp(Z)))

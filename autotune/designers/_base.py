@@ -112,8 +112,8 @@ def make_designer(name: str, **options: Any) -> Designer:
 
 def _load_builtin() -> None:
     # Imported lazily: the GP designer pulls in torch, which the client must not pay for.
-    import autotune.designers.random  # noqa: F401
     import autotune.designers.bohb  # noqa: F401
+    import autotune.designers.random  # noqa: F401
     import autotune.designers.sobol  # noqa: F401
 
     try:

@@ -359,30 +359,26 @@ class FastPath:
         handler, name, ref = hit
         message = await receive()
         body = message.get("body", b"")
+        limit = body_limit[1].limit if body_limit is not None else None
         if message.get("more_body", False):
             chunks = [body]
             total = len(body)
             while message.get("more_body", False):
-                if body_limit is not None and total > body_limit[1].limit:
-                    limits, bl = body_limit
-                    await send_refusal(send, limits.too_large(bl, f"more than {bl.limit} bytes"))
-                    return
+                if limit is not None and total > limit:
+                    break  # refused below, without reading the rest
                 message = await receive()
                 if message["type"] != "http.request":
                     return  # the client went away
                 chunk = message.get("body", b"")
                 chunks.append(chunk)
                 total += len(chunk)
-            if body_limit is not None and total > body_limit[1].limit:
-                limits, bl = body_limit
-                await send_refusal(send, limits.too_large(bl, f"more than {bl.limit} bytes"))
-                return
             body = b"".join(chunks)
         elif message["type"] != "http.request":
             return
-        elif body_limit is not None and len(body) > body_limit[1].limit:
+        if limit is not None and len(body) > limit:
+            assert body_limit is not None
             limits, bl = body_limit
-            await send_refusal(send, limits.too_large(bl, f"more than {bl.limit} bytes"))
+            await send_refusal(send, limits.too_large(bl, f"more than {limit} bytes"))
             return
         status, out, headers = await handler(self.server, scope, body, name, ref, t0)
         headers.append(_JSON)

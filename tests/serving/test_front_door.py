@@ -210,3 +210,62 @@ def test_an_error_inside_the_model_is_a_json_500_without_traceback(
         )
     log = server.log_text()
     assert "unhandled error on POST /v1/models/nan/predict" in log and "NaN" in log
+
+
+_TRACED = """
+import json
+import sys
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from serving.app import create_serving_app
+
+spans = []
+
+
+class Tracer(trace.NoOpTracer):
+    def start_span(self, name, *args, **kwargs):
+        spans.append(name)
+        return super().start_span(name, *args, **kwargs)
+
+
+class Provider(trace.TracerProvider):  # a NoOp one would count as unconfigured
+    def get_tracer(self, *args, **kwargs):
+        return Tracer()
+
+
+db, store, configure = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+app = create_serving_app(db_url=db, artifact_dir=store)
+with TestClient(app) as c:
+    if configure:
+        trace.set_tracer_provider(Provider())
+        app._serving_telemetry_until = float("-inf")  # no waiting out the once-a-second check
+    r = c.post("/v1/models/m/predict", json={"rows": [{"f%d" % i: 1.0 for i in range(30)}]})
+    assert r.status_code == 200, r.text
+print(json.dumps(spans))
+"""
+
+
+@pytest.mark.parametrize("configure", [False, True])
+def test_with_a_tracer_provider_predictions_are_traced_by_fastapi(
+    sqlite_url: str, store: Any, registry: Any, models: Any, configure: bool
+) -> None:
+    """The front door skips FastAPI's telemetry check only while OpenTelemetry has no provider:
+    once one is configured, predictions go through FastAPI's instrumentation again. (A
+    subprocess: a tracer provider can be set once per process.)"""
+    import os
+    import subprocess
+    import sys
+
+    from serving_helpers import REPO
+
+    register(registry, models, "m")
+    out = subprocess.run(
+        [sys.executable, "-c", _TRACED, sqlite_url, str(store), "1" if configure else "0"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    spans = json.loads(out.stdout.strip().splitlines()[-1])
+    if configure:
+        assert any("/v1/models/{name}/predict" in s or "POST" in s for s in spans), spans
+    else:
+        assert spans == []

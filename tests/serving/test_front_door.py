@@ -138,6 +138,21 @@ def test_loopback_clients_are_not_rate_limited_by_default(
         assert {c.post("/v1/models/m/predict", json=body).status_code for _ in range(10)} == {200}
 
 
+def test_proxy_headers_are_honoured_on_predict(world: dict[str, Any], models: Any) -> None:
+    """uvicorn's proxy-headers layer still runs before the front door: a request relayed by a
+    trusted proxy on loopback counts as coming from the forwarded address, which is not
+    exempt from the rate limit and gets its own bucket."""
+    url = world["servers"]["limits"].url
+    body = {"rows": _rows(models, 1)}
+    relayed = {"X-Forwarded-For": "203.0.113.9"}
+    with httpx.Client(base_url=url, timeout=10, headers=relayed) as c:
+        codes = [c.post("/v1/models/m/predict", json=body).status_code for _ in range(6)]
+    assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+    # The proxy itself (loopback, no forwarded address) is still exempt.
+    with httpx.Client(base_url=url, timeout=10) as c:
+        assert {c.post("/v1/models/m/predict", json=body).status_code for _ in range(6)} == {200}
+
+
 def test_a_rate_limited_key_gets_429_with_retry_after_on_predict(
     world: dict[str, Any], models: Any
 ) -> None:

@@ -205,6 +205,46 @@ def time_large_study(n_trials: int = 1000, n_timed: int = 5, seed: int = 0) -> d
     }
 
 
+def time_precompute(n_trials: int = 40, seed: int = 0) -> dict[str, Any]:
+    """Seconds per ``suggest`` through the embedded service on Hartmann6 (``auto``), with the
+    background precompute and without it. A worker evaluates for longer than a suggestion
+    takes to compute (as training does), modelled by waiting for the precompute to finish
+    after each observe; the suggestions of the initial design are left out (cheap anyway)."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    from autotune.designers.gp import default_n_initial
+    from autotune.service import StudyService
+
+    p = all_problems()["hartmann6"]
+    spec = {"name": "h6", "space": p.space.to_json(), "algorithm": "auto", "seed": seed}
+    out: dict[str, Any] = {"problem": "hartmann6", "n_trials": n_trials}
+    skip = default_n_initial(p.space.dim) + 1
+    for precompute in (True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            svc = StudyService(f"sqlite:///{tmp}/bench.db", precompute=precompute)
+            try:
+                svc.create_study(spec)
+                times = []
+                for _ in range(n_trials):
+                    t0 = time.perf_counter()
+                    (trial,) = svc.suggest("h6").trials
+                    times.append(time.perf_counter() - t0)
+                    svc.observe("h6", trial.number, {"value": p.true_value(trial.params)})
+                    svc.wait_precomputed(timeout=60)
+            finally:
+                svc.close()
+        key = "with_precompute" if precompute else "without_precompute"
+        out[key] = {
+            "median_s": statistics.median(times[skip:]),
+            "p90_s": float(np.percentile(times[skip:], 90)),
+            "max_s": max(times[skip:]),
+        }
+    return out
+
+
 # -- reporting ----------------------------------------------------------------------------------
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -221,7 +261,12 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
     return out
 
 
-def markdown(summary: dict[str, Any], optimizers: list[str], large: dict | None) -> str:
+def markdown(
+    summary: dict[str, Any],
+    optimizers: list[str],
+    large: dict | None,
+    precomputed: dict | None = None,
+) -> str:
     head = "| problem | budget | " + " | ".join(optimizers) + " | time auto / GPSampler |"
     lines = [head, "|" + "---|" * (len(optimizers) + 3)]
     probs = all_problems()
@@ -245,6 +290,15 @@ def markdown(summary: dict[str, Any], optimizers: list[str], large: dict | None)
         text += (
             f"\n\n`auto` at 1,000 completed Hartmann6 trials: median "
             f"{large['median_s']:.3f} s per suggestion (first, cold fit: {large['cold_s']:.3f} s)."
+        )
+    if precomputed:
+        w, wo = precomputed["with_precompute"], precomputed["without_precompute"]
+        text += (
+            f"\n\n`suggest` through the embedded service after an observe, Hartmann6, "
+            f"{precomputed['n_trials']} trials, past the initial design: median "
+            f"{w['median_s'] * 1000:.1f} ms (p90 {w['p90_s'] * 1000:.1f} ms) with the background "
+            f"precompute, {wo['median_s'] * 1000:.1f} ms (p90 {wo['p90_s'] * 1000:.1f} ms) "
+            "without it."
         )
     return text
 
@@ -335,11 +389,12 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
         large = None if (args.no_large or args.quick) else pool.submit(time_large_study).result()
+        precomputed = None if args.quick else pool.submit(time_precompute).result()
     rows.sort(
         key=lambda r: (names.index(r["problem"]), optimizers.index(r["optimizer"]), r["seed"])
     )
     summary = summarize(rows)
-    table = markdown(summary, optimizers, large)
+    table = markdown(summary, optimizers, large, precomputed)
     elapsed = time.perf_counter() - t_start
     print(table)
     print(f"\n{len(rows)} runs in {elapsed:.0f} s")
@@ -355,7 +410,10 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
     }
     (RESULTS / "optimizers.json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "large_study": large}, indent=1)
+        json.dumps(
+            {"meta": meta, "rows": rows, "large_study": large, "precompute": precomputed},
+            indent=1,
+        )
     )
     write_html(rows, RESULTS / "optimizers_regret.html")
     body = (

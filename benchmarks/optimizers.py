@@ -50,9 +50,15 @@ sys.path.insert(0, str(ROOT))
 
 from problems import BenchProblem, all_problems, hypervolume_2d  # noqa: E402
 
-OPTIMIZERS = ["random", "sobol", "auto", "tpe", "gpsampler"]
+OPTIMIZERS = ["random", "sobol", "auto", "tpe", "gpsampler"]  # and "ax" where it is installed
 RESULTS = ROOT / "results"
 LOG_FLOOR = -8.0  # log10 regret below which we do not distinguish
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
 
 
 def _log_regret(r: float) -> float:
@@ -100,6 +106,56 @@ def _optuna_params(trial: Any, space: Any) -> dict[str, Any]:
     return {n: out[n] for n in space.names if n in out}
 
 
+def _ax_client(p: BenchProblem, seed: int) -> Any:
+    """Ax's ``Client`` on the same space: ranges (log scaling, integer and step kept),
+    unordered choices with their dependent parameters for a conditional space (Ax's
+    hierarchical search space), the same objectives and outcome constraints."""
+    from ax.api.client import Client as AxClient
+    from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
+
+    from autotune.space import Categorical, Float
+
+    space = p.space
+    children: dict[str, dict[Any, list[str]]] = {}
+    for name in space._order:
+        q = space[name]
+        if q.condition:
+            parent = next(iter(q.condition))
+            for v in q.condition[parent]:
+                children.setdefault(parent, {}).setdefault(v, []).append(name)
+    configs: list[Any] = []
+    for name in space._order:
+        q = space[name]
+        if isinstance(q, Categorical):
+            configs.append(
+                ChoiceParameterConfig(
+                    name=name,
+                    values=list(q.choices),
+                    parameter_type="str",
+                    is_ordered=False,
+                    dependent_parameters=children.get(name),
+                )
+            )
+        else:
+            configs.append(
+                RangeParameterConfig(
+                    name=name,
+                    bounds=(q.low, q.high),
+                    parameter_type="float" if isinstance(q, Float) else "int",
+                    # Ax's integers are on a unit grid already (and refuse a step with log)
+                    step_size=None if q.step in (None, 1) else q.step,
+                    scaling="log" if q.log else None,
+                )
+            )
+    client = AxClient(random_seed=seed)
+    client.configure_experiment(parameters=configs)
+    client.configure_optimization(
+        objective=", ".join(f"-{o}" for o in p.objectives),
+        outcome_constraints=[f"{k} {c.op} {c.bound}" for k, c in p.constraints.items()] or None,
+    )
+    return client
+
+
 def run_one(problem_name: str, optimizer: str, seed: int) -> dict[str, Any]:
     """One optimizer on one problem with one seed: the regret curve and suggestion times."""
     import torch
@@ -125,6 +181,22 @@ def run_one(problem_name: str, optimizer: str, seed: int) -> dict[str, Any]:
             trials.append(Trial(number=i, state=TrialState.COMPLETED, params=params, values=values))
             track.add(params, values)
         info = designer.describe()
+    elif optimizer == "ax":
+        import logging
+
+        for name in ("ax", "botorch", "linear_operator", "gpytorch"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        client = _ax_client(p, seed)
+        for _ in range(p.budget):
+            t0 = time.perf_counter()
+            [(index, params)] = client.get_next_trials(max_trials=1).items()
+            times.append(time.perf_counter() - t0)
+            params = {n: params[n] for n in p.space.names if n in params}
+            active = {n: v for n, v in params.items() if p.space.is_active(n, params)}
+            values = p.evaluate(active, rng)
+            client.complete_trial(trial_index=index, raw_data=values)
+            track.add(active, values)
+        info = {"designer": "ax", "version": _version("ax-platform")}
     else:
         import optuna
 
@@ -267,8 +339,11 @@ def markdown(
     large: dict | None,
     precomputed: dict | None = None,
 ) -> str:
-    head = "| problem | budget | " + " | ".join(optimizers) + " | time auto / GPSampler |"
-    lines = [head, "|" + "---|" * (len(optimizers) + 3)]
+    peers = [o for o in ("gpsampler", "ax") if o in optimizers]
+    names = {"gpsampler": "GPSampler", "ax": "Ax"}
+    head = "| problem | budget | " + " | ".join(optimizers) + " |"
+    head += "".join(f" time auto / {names[o]} |" for o in peers)
+    lines = [head, "|" + "---|" * (len(optimizers) + 2 + len(peers))]
     probs = all_problems()
     for name, cells in summary.items():
         vals = []
@@ -280,11 +355,15 @@ def markdown(
                 continue
             s = f"{cells[o]['mean']:.2f} ± {cells[o]['sem']:.2f}"
             vals.append(f"**{s}**" if cells[o]["mean"] == best else s)
-        ratio = ""
-        if "auto" in cells and "gpsampler" in cells and cells["gpsampler"]["median_s"] > 0:
-            a, g = cells["auto"]["median_s"], cells["gpsampler"]["median_s"]
-            ratio = f"{a / g:.2f} ({a * 1000:.0f} / {g * 1000:.0f} ms)"
-        lines.append(f"| {name} | {probs[name].budget} | " + " | ".join(vals) + f" | {ratio} |")
+        ratios = []
+        for o in peers:
+            ratio = ""
+            if "auto" in cells and o in cells and cells[o]["median_s"] > 0:
+                a, g = cells["auto"]["median_s"], cells[o]["median_s"]
+                ratio = f"{a / g:.2f} ({a * 1000:.0f} / {g * 1000:.0f} ms)"
+            ratios.append(ratio)
+        row = f"| {name} | {probs[name].budget} | " + " | ".join(vals) + " |"
+        lines.append(row + "".join(f" {r} |" for r in ratios))
     text = "\n".join(lines)
     if large:
         text += (
@@ -303,12 +382,12 @@ def markdown(
     return text
 
 
-def write_readme(section_body: str) -> None:
+def write_readme(section_body: str, title: str = "Optimizers") -> None:
     path = ROOT / "README.md"
-    header = "## Optimizers"
+    header = f"## {title}"
     section = f"{header}\n\n{section_body.strip()}\n"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Optimizers\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
     else:
@@ -360,6 +439,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--optimizers", default=",".join(OPTIMIZERS))
     ap.add_argument("--workers", type=int, default=2, help="process pool size (at most 2)")
     ap.add_argument("--no-large", action="store_true", help="skip the 1,000-trial timing")
+    ap.add_argument(
+        "--name",
+        default="optimizers",
+        help="results/NAME.json, results/NAME_regret.html and the README section titled "
+        "after it (default: optimizers, the main table)",
+    )
     args = ap.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     names = args.problems.split(",") if args.problems else list(all_problems())
@@ -409,24 +494,28 @@ def main(argv: list[str] | None = None) -> None:
         "workers": workers,
         "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
     }
-    (RESULTS / "optimizers.json").write_text(
+    (RESULTS / f"{args.name}.json").write_text(
         json.dumps(
             {"meta": meta, "rows": rows, "large_study": large, "precompute": precomputed},
             indent=1,
         )
     )
-    write_html(rows, RESULTS / "optimizers_regret.html")
+    write_html(rows, RESULTS / f"{args.name}_regret.html")
+    command = "python benchmarks/optimizers.py" + "".join(
+        f" {a}" for a in (argv if argv is not None else sys.argv[1:])
+    )
     body = (
-        "`python benchmarks/optimizers.py` ("
+        f"`{command}` ("
         f"{seeds} seeds, {meta['machine']}, 2 processes, torch on 1 thread each; "
         f"{elapsed / 60:.0f} min; 1-minute load average {load_start:.1f} at the start, "
         f"{meta['load_average_1min']['end']:.1f} at the end). Mean final log10 regret ± standard error over seeds, lower "
         "is better (branin_currin: log10 hypervolume regret). The last column is the ratio of "
         "median seconds per suggestion, `auto` over Optuna's GPSampler (both with their "
-        "initial designs). Curves: `results/optimizers_regret.html`; rows: "
-        "`results/optimizers.json`.\n\n" + table
+        f"initial designs). Curves: `results/{args.name}_regret.html`; rows: "
+        f"`results/{args.name}.json`.\n\n" + table
     )
-    write_readme(body)
+    title = "Optimizers" if args.name == "optimizers" else args.name.replace("_", " ").capitalize()
+    write_readme(body, title)
 
 
 if __name__ == "__main__":

@@ -510,12 +510,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{seeds} seeds, {meta['machine']}, 2 processes, torch on 1 thread each; "
         f"{elapsed / 60:.0f} min; 1-minute load average {load_start:.1f} at the start, "
         f"{meta['load_average_1min']['end']:.1f} at the end). Mean final log10 regret ± standard error over seeds, lower "
-        "is better (branin_currin: log10 hypervolume regret). The last column is the ratio of "
-        "median seconds per suggestion, `auto` over Optuna's GPSampler (both with their "
+        "is better (branin_currin: log10 hypervolume regret). The last columns are the ratios "
+        "of median seconds per suggestion, `auto` over each GP peer (all with their "
         f"initial designs). Curves: `results/{args.name}_regret.html`; rows: "
         f"`results/{args.name}.json`.\n\n" + table
     )
     title = "Optimizers" if args.name == "optimizers" else args.name.replace("_", " ").capitalize()
+    title = title.replace(" ax", " Ax")
     write_readme(body, title)
 
 

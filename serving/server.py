@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -379,9 +379,16 @@ def rollback(name: str, alias: str, request: Request, body: ActorBody | None = N
     return event
 
 
+# Events per history page: a limit outside 1..MAX_HISTORY is a 422 naming ``limit``.
+MAX_HISTORY = 1000
+HistoryLimit = Annotated[
+    int, Query(ge=1, le=MAX_HISTORY, description="Newest events to return, 1-1000.")
+]
+
+
 @v1_router.get("/models/{name}/history", response_model=History, summary="Every alias move")
-def history(name: str, request: Request, limit: int = 100) -> History:
-    return History(events=_server(request).registry.history(name, limit=min(max(limit, 1), 1000)))
+def history(name: str, request: Request, limit: HistoryLimit = 100) -> History:
+    return History(events=_server(request).registry.history(name, limit=limit))
 
 
 @v1_router.get(
@@ -389,9 +396,8 @@ def history(name: str, request: Request, limit: int = 100) -> History:
     response_model=History,
     summary="The moves of one alias",
 )
-def alias_history(name: str, alias: str, request: Request, limit: int = 100) -> History:
-    reg = _server(request).registry
-    return History(events=reg.history(name, alias, limit=min(max(limit, 1), 1000)))
+def alias_history(name: str, alias: str, request: Request, limit: HistoryLimit = 100) -> History:
+    return History(events=_server(request).registry.history(name, alias, limit=limit))
 
 
 @admin_router.post(

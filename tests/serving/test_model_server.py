@@ -90,6 +90,14 @@ def test_register_promote_predict_rollback(live, models):
         hist = c.get("/v1/models/rest/aliases/production/history").json()["events"]
         assert [(e["from_version"], e["to_version"]) for e in hist] == [(2, 1), (1, 2), (None, 1)]
         assert hist[0]["actor"] == "ops"
+        newest = c.get("/v1/models/rest/history", params={"limit": 2}).json()["events"]
+        assert [(e["from_version"], e["to_version"]) for e in newest] == [(2, 1), (1, 2)]
+        # A limit outside 1..1000 is refused, naming the field, not quietly clamped.
+        for path in ("/v1/models/rest/history", "/v1/models/rest/aliases/production/history"):
+            for bad in (0, 1001, "many"):
+                r = c.get(path, params={"limit": bad})
+                assert r.status_code == 422, (path, bad, r.text)
+                assert r.json()["error"]["details"]["field"] == "limit", r.text
         listing = c.get("/v1/models").json()["models"]
         assert {"name": "rest", "versions": [1, 2], "aliases": {"production": 1}}.items() <= next(
             m for m in listing if m["name"] == "rest"

@@ -227,17 +227,21 @@ class RegisterBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     artifact_base64: str | None = Field(default=None, description="The artifact's bytes.")
     artifact_path: str | None = Field(
-        default=None, description="A file under the server's import roots (shared storage)."
+        default=None,
+        max_length=4096,
+        description="A file under the server's import roots (shared storage).",
     )
-    format: str | None = Field(default=None, description="xgboost-ubj, xgboost-json, ...")
+    format: str | None = Field(
+        default=None, max_length=32, description="xgboost-ubj, xgboost-json, ..."
+    )
     signature: Signature
     output_schema: OutputSchema = OutputSchema()
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     lineage: Lineage = Lineage()
     input_example: list[dict[str, Any]] = Field(default_factory=list)
-    description: str | None = None
-    actor: str | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+    actor: str | None = Field(default=None, max_length=256)
 
 
 class PromoteBody(BaseModel):

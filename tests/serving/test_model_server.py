@@ -111,6 +111,25 @@ def test_register_promote_predict_rollback(live, models):
         assert r.status_code == 422  # v2 was registered without the metric
 
 
+def test_register_refuses_overlong_strings_naming_the_field(live, models):
+    """Each string of a registration is bounded like its column: a 422 naming the field, and
+    no version is created."""
+    server, reg, _ = live
+    with server.client() as c:
+        for field, value in [
+            ("actor", "a" * 257),
+            ("format", "x" * 33),
+            ("description", "d" * 10_001),
+            ("artifact_path", "/p" * 2049),
+        ]:
+            body = _register_body(models.small, **{field: value})
+            r = c.post("/v1/models/overlong/versions", json=body)
+            assert r.status_code == 422, (field, r.text)
+            assert r.json()["error"]["details"]["field"] == field, r.text
+        r = c.get("/v1/models/overlong")
+        assert r.status_code == 404, r.text
+
+
 def test_bad_payloads_name_the_offending_features(live, models):
     server, reg, _ = live
     register(reg, models, "bad")

@@ -120,7 +120,7 @@ class PredictionLogger:
             json.dumps(
                 {
                     "request_id": request_id,
-                    "model": lv.version.name,
+                    "model": lv.model_label,
                     "version": lv.version.version,
                     "alias": alias,
                     "rows": int(x.shape[0]),
@@ -147,8 +147,12 @@ class LoadedVersion:
         batcher: MicroBatcher | None,
         *,
         metrics: ServingMetrics | None = None,
+        model_label: str | None = None,
     ) -> None:
         self.version = version
+        # The name the server knows the model by (``project~name`` outside the default
+        # project): metrics and logs of same-named models of two projects stay apart.
+        self.model_label = model_label or version.name
         self.predictor = predictor
         self.batcher = batcher
         self.last_used = time.monotonic()
@@ -164,7 +168,7 @@ class LoadedVersion:
         s = self._series.get((alias, endpoint))
         if s is None:
             s = self._metrics.request_series(
-                model=self.version.name, version=self.label, alias=alias or "", endpoint=endpoint
+                model=self.model_label, version=self.label, alias=alias or "", endpoint=endpoint
             )
             self._series = {**self._series, (alias, endpoint): s}
         return s
@@ -398,7 +402,7 @@ class ModelServer:
                     on_batch=on_batch,
                     name=f"{name} v{version}",
                 )
-            lv = LoadedVersion(mv, predictor, batcher, metrics=self.metrics)
+            lv = LoadedVersion(mv, predictor, batcher, metrics=self.metrics, model_label=name)
             with self._guard:
                 self._loaded = {**self._loaded, key: lv}
             self.metrics.model_loaded(model=name, version=str(version), ok=True)
@@ -435,7 +439,7 @@ class ModelServer:
     ) -> None:  # fmt: skip
         """Count a failed prediction request (labelled by what it resolved to, if anything)."""
         if lv is not None:
-            model, version = lv.version.name, lv.label
+            model, version = lv.model_label, lv.label
         else:
             # An unknown name is counted under one label: clients cannot grow the label set.
             model, version = (name if name in self._latest else "<unknown>"), ""

@@ -146,6 +146,7 @@ def world(
         ("a_admin", "team-a", "admin"),
         ("b_admin", "team-b", "admin"),
         ("b_read", "team-b", "read"),
+        ("operator", "default", "admin"),
     ]:
         info, secret = store.create(project=project, scope=scope, name=label)
         keys[label], ids[label] = secret, info.id
@@ -358,6 +359,19 @@ def test_model_names_in_two_projects_do_not_collide(world: World) -> None:
         # A qualified name in a path is never an alias for another project's model.
         r = b.get(f"/v1/models/team-a~{MODEL}")
         assert r.status_code == 404
+    # The operator's /metrics counts each project's model on its own series.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{w.url}/metrics", headers=_h(w.keys["operator"]), timeout=60).text
+    ok = {
+        (s.labels["model"], s.labels["version"], s.labels["alias"])
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "autotune_serving_requests_total" and s.labels["code"] == "200"
+    }
+    assert (f"team-a~{MODEL}", "2", "production") in ok, text
+    assert (f"team-b~{MODEL}", str(b_versions[-1]), "") in ok, text
+    assert f'model="{MODEL}"' not in text  # no series under the bare, ambiguous name
     assert json.loads(json.dumps(a_model))  # plain JSON all the way
 
 

@@ -346,39 +346,22 @@ class FastPath:
         return self.match(path)
 
     async def answer(
-        self, scope: dict[str, Any], receive: Any, send: Any, hit: tuple[Any, str, str | None],
-        body_limit: tuple[LimitsMiddleware, BodyLimit] | None = None,
-    ) -> None:  # fmt: skip
-        """Read the body of a matched request, answer it and send the answer.
-
-        Args:
-            body_limit: for a body sent chunked, the limits layer and the limit to hold it to
-                (413 as soon as it passes it), when this is the front door.
-        """
+        self, scope: dict[str, Any], receive: Any, send: Any, hit: tuple[Any, str, str | None]
+    ) -> None:
+        """Read the body of a matched request, answer it and send the answer."""
         t0 = time.perf_counter()
         handler, name, ref = hit
         message = await receive()
         body = message.get("body", b"")
-        limit = body_limit[1].limit if body_limit is not None else None
         if message.get("more_body", False):
             chunks = [body]
-            total = len(body)
             while message.get("more_body", False):
-                if limit is not None and total > limit:
-                    break  # refused below, without reading the rest
                 message = await receive()
                 if message["type"] != "http.request":
                     return  # the client went away
-                chunk = message.get("body", b"")
-                chunks.append(chunk)
-                total += len(chunk)
+                chunks.append(message.get("body", b""))
             body = b"".join(chunks)
         elif message["type"] != "http.request":
-            return
-        if limit is not None and len(body) > limit:
-            assert body_limit is not None
-            limits, bl = body_limit
-            await send_refusal(send, limits.too_large(bl, f"more than {limit} bytes"))
             return
         status, out, headers = await handler(self.server, scope, body, name, ref, t0)
         headers.append(_JSON)
@@ -448,7 +431,7 @@ class FrontDoor:
         await self.app(scope, receive, send)
 
     async def _gated(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body_limit = None
+        body_limit: tuple[LimitsMiddleware, BodyLimit] | None = None
         reset = None
         try:
             for gate in self._gates:
@@ -463,9 +446,13 @@ class FrontDoor:
                 if refusal is not None:
                     await send_refusal(send, refusal)
                     return
+            if body_limit is not None:  # chunked: read to the limit, as the layer would
+                receive = await body_limit[0].read_chunked(receive, send, body_limit[1])
+                if receive is None:
+                    return
             hit = self.fast.hit(scope)  # again: auth may have qualified the model's name
             assert hit is not None
-            await self.fast.answer(scope, receive, send, hit, body_limit)
+            await self.fast.answer(scope, receive, send, hit)
         finally:
             if reset is not None:
                 current_project.reset(reset)

@@ -336,10 +336,20 @@ class LimitsMiddleware:
         if refusal is not None:
             await send_refusal(send, refusal)
             return
-        if chunked is None:
-            await self.app(scope, receive, send)
-            return
-        # Chunked: read it whole (the routes would anyway), stopping at the limit.
+        if chunked is not None:
+            receive = await self.read_chunked(receive, send, chunked)
+            if receive is None:
+                return
+        await self.app(scope, receive, send)
+
+    async def read_chunked(
+        self, receive: Any, send: Any, chunked: BodyLimit
+    ) -> Callable[[], Awaitable[dict[str, Any]]] | None:
+        """Read a body sent chunked whole (the routes would anyway), stopping at its limit.
+
+        Returns:
+            a ``receive`` that replays what was read, or None once the 413 has been sent.
+        """
         messages: list[dict[str, Any]] = []
         total = 0
         while True:
@@ -352,7 +362,7 @@ class LimitsMiddleware:
                 await send_refusal(
                     send, self.too_large(chunked, f"more than {chunked.limit} bytes")
                 )
-                return
+                return None
             if not message.get("more_body", False):
                 break
         replay = iter(messages)
@@ -361,7 +371,7 @@ class LimitsMiddleware:
             m = next(replay, None)
             return m if m is not None else await receive()
 
-        await self.app(scope, replayed, send)
+        return replayed
 
     def too_large(self, body_limit: BodyLimit, got: str) -> Refusal:
         """The 413 of a body of ``got`` over ``body_limit``."""

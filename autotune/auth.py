@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import threading
@@ -42,8 +41,11 @@ from autotune.errors import (
     AutotuneError,
     NotFoundError,
     PermissionDeniedError,
+    Refusal,
     UnauthenticatedError,
     ValidationError,
+    refusal,
+    send_refusal,
 )
 from autotune.projects import DEFAULT_PROJECT, QUALIFIER, check_project, current_project, qualify
 from autotune.storage.engine import Database
@@ -367,23 +369,6 @@ def _header_token(headers: list[tuple[bytes, bytes]], method: str) -> str | None
     return cookie
 
 
-# A response ready to send instead of running the app: (status, headers, body).
-Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-def _error(err: AutotuneError, headers: list[tuple[bytes, bytes]]) -> Refusal:
-    body = json.dumps(err.to_payload()).encode()
-    return (
-        err.status,
-        [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *headers,
-        ],
-        body,
-    )
-
-
 class AuthMiddleware:
     """Pure ASGI middleware: authenticate, authorize by scope, run the request in the key's
     project.
@@ -407,11 +392,9 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal, scope, principal = await self.check(scope)
-        if refusal is not None:
-            status, headers, body = refusal
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        answer, scope, principal = await self.check(scope)
+        if answer is not None:
+            await send_refusal(send, answer)
             return
         if principal is None:  # a public route
             await self.app(scope, receive, send)
@@ -428,7 +411,7 @@ class AuthMiddleware:
         """Decide an HTTP request.
 
         Returns:
-            (refusal, scope, principal): the response to send instead of running the app
+            (answer, scope, principal): the response to send instead of running the app
             (401, 403, 404 for a qualified model name, 503 when keys cannot be verified, the
             dashboard login's redirect), or None; the scope to run the app with (a model
             route's name qualified with the key's project, ``state["principal"]`` set); and the
@@ -452,7 +435,7 @@ class AuthMiddleware:
         try:
             principal = await self._verify(token)
         except AutotuneError as e:  # the database is down: 503 like any other route
-            return _error(e, [(b"retry-after", b"1")] if e.retryable else []), scope, None
+            return refusal(e, [(b"retry-after", b"1")] if e.retryable else []), scope, None
         if principal is None:
             err = UnauthenticatedError(
                 "a valid API key is required: send 'Authorization: Bearer <key>' or "
@@ -462,7 +445,7 @@ class AuthMiddleware:
                 else "the API key is unknown or revoked",
                 details={},
             )
-            return _error(err, [(b"www-authenticate", b"Bearer")]), scope, None
+            return refusal(err, [(b"www-authenticate", b"Bearer")]), scope, None
         if login is not None:  # the dashboard's login: keep the key in a cookie, drop the query
             cookie = f"{COOKIE_NAME}={login}; Path=/; HttpOnly; SameSite=Strict"
             headers = [
@@ -485,12 +468,12 @@ class AuthMiddleware:
                 f"project {principal.project!r}",
                 details={"scope": principal.scope.value, "required": need.value},
             )
-            return _error(err, []), scope, None
+            return refusal(err, []), scope, None
         if rule.model is not None:
             prefix, name, rest = rule.model
             if QUALIFIER in name:  # only the middleware qualifies names
                 err = NotFoundError(f"model {name!r} not found", details={"model": name})
-                return _error(err, []), scope, None
+                return refusal(err, []), scope, None
             if principal.project != DEFAULT_PROJECT:
                 path = prefix + qualify(principal.project, name) + rest
                 scope = dict(scope)

@@ -11,6 +11,7 @@ error to a retry behaviour in the same way).
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 __all__ = [
@@ -27,6 +28,9 @@ __all__ = [
     "PayloadTooLargeError",
     "RateLimitedError",
     "error_from_payload",
+    "Refusal",
+    "refusal",
+    "send_refusal",
 ]
 
 
@@ -176,3 +180,25 @@ def error_from_payload(status: int, payload: Any) -> AutotuneError:
     if issubclass(cls, ValidationError):
         return cls(message, details=details)
     return cls(message, details=details)
+
+
+# An error answered by ASGI middleware before the app runs: (status, headers, body).
+Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def refusal(err: AutotuneError, extra: list[tuple[bytes, bytes]]) -> Refusal:
+    """``err`` as the REST API's JSON error response, with ``extra`` headers."""
+    body = json.dumps(err.to_payload()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    return err.status, headers, body
+
+
+async def send_refusal(send: Any, answer: Refusal) -> None:
+    """Send a :data:`Refusal` on an ASGI ``send``."""
+    status, headers, body = answer
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -41,9 +41,9 @@ import numpy as np
 import orjson
 from starlette.middleware.errors import ServerErrorMiddleware
 
-from autotune.api.limits import BodyLimit, LimitsMiddleware, send_refusal
+from autotune.api.limits import BodyLimit, LimitsMiddleware
 from autotune.auth import AuthMiddleware
-from autotune.errors import AutotuneError, ValidationError
+from autotune.errors import AutotuneError, ValidationError, send_refusal
 from autotune.projects import current_project
 from serving.errors import InvalidInputError
 from serving.runtime import MAX_ROWS, LoadedVersion, ModelServer

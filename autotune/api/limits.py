@@ -30,7 +30,6 @@ see :meth:`LimitSettings.from_env`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -39,7 +38,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from autotune.errors import AutotuneError, PayloadTooLargeError, RateLimitedError
+from autotune.errors import (
+    PayloadTooLargeError,
+    RateLimitedError,
+    Refusal,
+    refusal,
+    send_refusal,
+)
 from autotune.models import MAX_CONSTRAINTS, MAX_METADATA_BYTES, MAX_OBJECTIVES, MAX_STUDY_NAME
 from autotune.space import MAX_CHOICES, MAX_PARAMS
 
@@ -49,8 +54,6 @@ __all__ = [
     "LimitSettings",
     "LimitsMiddleware",
     "BodyLimit",
-    "Refusal",
-    "send_refusal",
     "TokenBuckets",
     "install_limits",
     "MIB",
@@ -221,25 +224,6 @@ class TokenBuckets:
 
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Any], Awaitable[None]]
-# A refusal ready to send: (status, headers, body).
-Refusal = tuple[int, list[tuple[bytes, bytes]], bytes]
-
-
-def _refusal(err: AutotuneError, extra: list[tuple[bytes, bytes]]) -> Refusal:
-    body = json.dumps(err.to_payload()).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *extra,
-    ]
-    return err.status, headers, body
-
-
-async def send_refusal(send: Any, refusal: Refusal) -> None:
-    """Send a refusal made by :meth:`LimitsMiddleware.check` (or the auth middleware's)."""
-    status, headers, body = refusal
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,13 +282,13 @@ class LimitsMiddleware:
         """Judge an HTTP request on its headers.
 
         Returns:
-            (refusal, chunked): the 429 or 413 to send instead of running the app, or None;
+            (answer, chunked): the 429 or 413 to send instead of running the app, or None;
             and, for a body sent chunked, the limit to hold it to while it is read.
         """
         if self.buckets is not None:
-            refusal = self._admit(scope)
-            if refusal is not None:
-                return refusal, None
+            answer = self._admit(scope)
+            if answer is not None:
+                return answer, None
         length: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -332,9 +316,9 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refusal, chunked = self.check(scope)
-        if refusal is not None:
-            await send_refusal(send, refusal)
+        answer, chunked = self.check(scope)
+        if answer is not None:
+            await send_refusal(send, answer)
             return
         if chunked is not None:
             receive = await self.read_chunked(receive, send, chunked)
@@ -384,7 +368,7 @@ class LimitsMiddleware:
             details={"limit": limit, "setting": setting},
         )
         # The client may still be sending: tell it this connection is done.
-        return _refusal(err, [(b"connection", b"close")])
+        return refusal(err, [(b"connection", b"close")])
 
     def _admit(self, scope: dict[str, Any]) -> Refusal | None:
         path = scope["path"]
@@ -412,7 +396,7 @@ class LimitsMiddleware:
                 "retry_after_s": retry,
             },
         )
-        return _refusal(err, [(b"retry-after", str(retry).encode())])
+        return refusal(err, [(b"retry-after", str(retry).encode())])
 
 
 def _client_key(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -417,6 +417,30 @@ class AuthMiddleware:
             route's name qualified with the key's project, ``state["principal"]`` set); and the
             principal, whose project the app must run in (None for a public route).
         """
+        rule, token, login = self._prepare(scope)
+        if rule.public:
+            return None, scope, None
+        try:
+            principal = await self._verify(token)
+        except AutotuneError as e:  # the database is down: 503 like any other route
+            return refusal(e, [(b"retry-after", b"1")] if e.retryable else []), scope, None
+        return self._decide(scope, rule, token, login, principal)
+
+    def check_now(
+        self, scope: MutableMapping[str, Any]
+    ) -> tuple[Refusal | None, MutableMapping[str, Any], Principal | None] | None:
+        """:meth:`check` when it can decide without waiting (a public route, no key, or a key
+        in the cache), else None: then only :meth:`check` can, and nothing was changed."""
+        rule, token, login = self._prepare(scope)
+        if rule.public:
+            return None, scope, None
+        known, principal = self.keys.cached(token) if token else (True, None)
+        if not known:
+            return None
+        return self._decide(scope, rule, token, login, principal)
+
+    def _prepare(self, scope: MutableMapping[str, Any]) -> tuple[_Rule, str | None, str | None]:
+        """(the route's rule, the token sent, the dashboard login's key) of a request."""
         path: str = scope["path"]
         method: str = scope["method"]
         rule = self._rules.get((method, path))
@@ -426,16 +450,25 @@ class AuthMiddleware:
                 self._rules.clear()
             self._rules[(method, path)] = rule
         if rule.public:
-            return None, scope, None
+            return rule, None, None
         token = _header_token(scope.get("headers") or [], method)
         login = None
         if path == "/" and method == "GET" and scope.get("query_string"):
             login = parse_qs(scope["query_string"].decode("latin-1")).get("api_key", [None])[0]
             token = login or token
-        try:
-            principal = await self._verify(token)
-        except AutotuneError as e:  # the database is down: 503 like any other route
-            return refusal(e, [(b"retry-after", b"1")] if e.retryable else []), scope, None
+        return rule, token, login
+
+    def _decide(
+        self,
+        scope: MutableMapping[str, Any],
+        rule: _Rule,
+        token: str | None,
+        login: str | None,
+        principal: Principal | None,
+    ) -> tuple[Refusal | None, MutableMapping[str, Any], Principal | None]:
+        """:meth:`check`'s answer once the key is verified (``principal``: None if it is not)."""
+        path: str = scope["path"]
+        method: str = scope["method"]
         if principal is None:
             err = UnauthenticatedError(
                 "a valid API key is required: send 'Authorization: Bearer <key>' or "

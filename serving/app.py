@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 import autotune
-from autotune.errors import AutotuneError, ValidationError
+from autotune.errors import AutotuneError, Refusal, ValidationError
 from autotune.storage.engine import Database
 from serving.batching import BatchingConfig
 from serving.fastpath import FastPath, FrontDoor, front_door
@@ -169,6 +169,27 @@ class ServingApp(FastAPI):
                 await front.guarded(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    def answer_now(
+        self, scope: dict[str, Any], body: bytes, respond: Callable[[Refusal], None]
+    ) -> bool:
+        """Answer a prediction request whose whole ``body`` has been read without the ASGI
+        machinery (:meth:`serving.fastpath.FrontDoor.answer_now`), for the HTTP protocol
+        :class:`serving.httpproto.PredictHttpToolsProtocol`. False when the request must go
+        through :meth:`__call__` (not a prediction, telemetry on, an unusual stack, or
+        something to wait for); True when ``respond`` has got or will get (status, headers,
+        body). ``scope`` is the request's (a copy the app may change)."""
+        front = self.middleware_stack
+        if type(front) is not FrontDoor or self._telemetry_enabled():
+            return False
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        scope["app"] = self
+        try:
+            return front.answer_now(scope, body, respond)
+        except Exception as e:  # as the ASGI way: the app's 500, never a traceback
+            front.crash(scope, e, respond)
+            return True
 
 
 def install_serving(

@@ -19,6 +19,12 @@ every layer as before. Measured in-process, the layers above FastPath cost about
 request, 5 of them FastAPI's per-request telemetry check (which :class:`serving.app.ServingApp`
 skips for predictions); 2-3.5 us remain.
 
+Under :class:`serving.httpproto.PredictHttpToolsProtocol` a prediction does not even become an
+ASGI request: :meth:`FrontDoor.answer_now` runs the same checks and :func:`_answer_now` the same
+steps as :func:`_answer` with plain calls, the micro-batcher's future calling back with the
+answer. Whatever would have to wait (an API key not in the cache, a version still to load,
+entities to look up, an authorization hook) is left, untouched, to the ASGI way.
+
 The FastAPI routes of the same paths (``serving.server``) stay declared: they document the
 endpoints in OpenAPI and answer through the same :func:`predict_v1` / :func:`infer_v2` when the
 middleware is not installed, so both ways give the same bytes and the same errors.
@@ -30,8 +36,10 @@ ASGI scope and the model name before anything else is read; it raises an ``Autot
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +51,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 
 from autotune.api.limits import BodyLimit, LimitsMiddleware
 from autotune.auth import AuthMiddleware
-from autotune.errors import AutotuneError, ValidationError, send_refusal
+from autotune.errors import AutotuneError, Refusal, ValidationError, send_refusal
 from autotune.projects import current_project
 from serving.errors import InvalidInputError
 from serving.runtime import MAX_ROWS, LoadedVersion, ModelServer
@@ -58,6 +66,9 @@ __all__ = [
     "request_id",
     "oip_matrix",
 ]
+
+# Where uvicorn logs an application's errors (the ASGI way's log, kept by answer_now).
+_server_log = logging.getLogger("uvicorn.error")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 # (status, body, extra headers) of one answered prediction request.
@@ -101,6 +112,14 @@ def _parse_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def _http(answer: Answer) -> Refusal:
+    """(status, headers, body) of an answer, with its content type and length."""
+    status, out, headers = answer
+    headers.append(_JSON)
+    headers.append((b"content-length", str(len(out)).encode()))
+    return status, headers, out
+
+
 def _error(e: AutotuneError, rid: str) -> Answer:
     headers = [(b"x-request-id", rid.encode("latin-1"))]
     if e.retryable:
@@ -122,40 +141,191 @@ async def _authorize(server: ModelServer, scope: dict[str, Any], name: str) -> N
             await pending
 
 
+class _Endpoint:
+    """One prediction endpoint's own input and output shapes; :func:`_answer` and
+    :func:`_answer_now` do the rest, alike for every endpoint."""
+
+    label = ""  # the endpoint's metric label
+
+    def parse(self, body: bytes) -> Any:
+        return _parse(body)
+
+    def matrix_now(self, lv: LoadedVersion, payload: Any) -> np.ndarray | None:
+        """The (n_rows, n_features) matrix of ``payload``, or None when only :meth:`matrix`
+        can make it (it needs to wait: feature lookups)."""
+        raise NotImplementedError
+
+    async def matrix(self, server: ModelServer, lv: LoadedVersion, payload: Any) -> np.ndarray:
+        x = self.matrix_now(lv, payload)
+        assert x is not None
+        return x
+
+    def render(
+        self, name: str, lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _PredictV1(_Endpoint):
+    label = "v1_predict"
+
+    def matrix_now(self, lv: LoadedVersion, payload: Any) -> np.ndarray | None:
+        if type(payload) is dict and len(payload) == 1 and "rows" in payload:
+            rows = payload["rows"]
+            if type(rows) is list and len(rows) > MAX_ROWS:
+                raise InvalidInputError(
+                    f"{len(rows)} rows in one request; at most {MAX_ROWS}", field="rows"
+                )
+            return lv.rows_to_matrix(rows)
+        return None  # entities, or a malformed body: the general path explains
+
+    async def matrix(self, server: ModelServer, lv: LoadedVersion, payload: Any) -> np.ndarray:
+        x = self.matrix_now(lv, payload)
+        return x if x is not None else await server.features_to_matrix(lv, payload)
+
+    def render(
+        self, name: str, lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str
+    ) -> dict[str, Any]:
+        return {
+            "model": name,
+            "version": lv.number,
+            "alias": alias,
+            "predictions": y.tolist(),
+            "request_id": rid,
+        }
+
+
+class _InferV2(_Endpoint):
+    label = "v2_infer"
+
+    def parse(self, body: bytes) -> Any:
+        return _parse_object(body)
+
+    def matrix_now(self, lv: LoadedVersion, payload: Any) -> np.ndarray | None:
+        return oip_matrix(lv.version.signature, payload.get("inputs"))
+
+    def render(
+        self, name: str, lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str
+    ) -> dict[str, Any]:
+        dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
+        return {
+            "model_name": name,
+            "model_version": lv.label,
+            "id": str(payload.get("id") or rid),
+            "parameters": {"alias": alias, "request_id": rid},
+            "outputs": [
+                {
+                    "name": lv.version.output_schema.name,
+                    "shape": list(y.shape),
+                    "datatype": dtype,
+                    "data": y.ravel().tolist(),
+                }
+            ],
+        }
+
+
+_V1 = _PredictV1()
+_V2 = _InferV2()
+
+
+def _failed(
+    server: ModelServer, name: str, lv: LoadedVersion | None, alias: Any, ep: _Endpoint,
+    t0: float, e: AutotuneError, rid: str,
+) -> Answer:  # fmt: skip
+    server.observe_failure(name, lv, alias, ep.label, e.status, time.perf_counter() - t0)
+    return _error(e, rid)
+
+
+def _done(
+    server: ModelServer, name: str, lv: LoadedVersion, alias: Any, ep: _Endpoint, t0: float,
+    payload: Any, x: np.ndarray, y: np.ndarray, rid: str,
+) -> Answer:  # fmt: skip
+    """Count a successful request, log a sample, render its answer."""
+    seconds = time.perf_counter() - t0
+    lv.series(alias, ep.label).ok(seconds, x.shape[0])
+    if server.prediction_log.sample_rate > 0.0:
+        server.prediction_log.maybe_log(
+            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
+        )
+    out = orjson.dumps(ep.render(name, lv, alias, payload, y, rid))
+    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+
+
 async def _answer(
     server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
-    t0: float, endpoint: str,
-    to_matrix: Callable[[LoadedVersion, Any], Awaitable[np.ndarray]],
-    render: Callable[[LoadedVersion, Any, Any, np.ndarray, str], dict[str, Any]],
-    parse: Callable[[bytes], Any] = _parse,
+    t0: float, ep: _Endpoint,
 ) -> Answer:  # fmt: skip
-    """What both prediction endpoints do around their own input and output shapes: authorize,
-    ``parse`` the body, resolve the version, ``to_matrix(lv, payload)``, predict, count the request on the
-    endpoint's metric series (failures too), log a sample, and ``render(lv, alias, payload, y,
-    request_id)`` the answer."""
+    """What every prediction endpoint does around its own shapes: authorize, parse the body,
+    resolve the version, make the matrix, predict, count the request on the endpoint's metric
+    series (failures too), log a sample and render the answer."""
     rid = request_id(scope["headers"])
     lv: LoadedVersion | None = None
     alias = None
     try:
         await _authorize(server, scope, name)
-        payload = parse(body)
+        payload = ep.parse(body)
         lv, alias = await _resolve(server, name, ref)
-        x = await to_matrix(lv, payload)
+        x = await ep.matrix(server, lv, payload)
         y = await lv.predict(x)
     except AutotuneError as e:
-        server.observe_failure(name, lv, alias, endpoint, e.status, time.perf_counter() - t0)
-        return _error(e, rid)
+        return _failed(server, name, lv, alias, ep, t0, e, rid)
     except BaseException:
-        server.observe_failure(name, lv, alias, endpoint, 500, time.perf_counter() - t0)
+        server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
         raise
-    seconds = time.perf_counter() - t0
-    lv.series(alias, endpoint).ok(seconds, x.shape[0])
-    if server.prediction_log.sample_rate > 0.0:
-        server.prediction_log.maybe_log(
-            request_id=rid, lv=lv, alias=alias, x=x, y=y, seconds=seconds
-        )
-    out = orjson.dumps(render(lv, alias, payload, y, rid))
-    return 200, out, [(b"x-request-id", rid.encode("latin-1"))]
+    return _done(server, name, lv, alias, ep, t0, payload, x, y, rid)
+
+
+def _answer_now(
+    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
+    t0: float, ep: _Endpoint, respond: Callable[[Answer], None],
+    crash: Callable[[BaseException], None],
+) -> bool:  # fmt: skip
+    """:func:`_answer` without a coroutine, from a running event loop, when nothing needs
+    waiting for but the model: an authorization hook, a version not loaded yet or entities
+    to look up make it return False at once, having changed and counted nothing (then
+    :func:`_answer` must answer). Otherwise it returns True and ``respond`` gets the answer, now
+    or once the (micro-batched) model call is done; an unexpected error goes to ``crash``
+    instead."""
+    if server.authorize is not None:
+        return False
+    lv: LoadedVersion | None = None
+    alias = None
+    try:
+        payload = ep.parse(body)
+        hit = server.lookup(name, ref)
+        if hit is None:
+            return False
+        lv, alias = hit
+        x = ep.matrix_now(lv, payload)
+        if x is None:
+            return False
+        rid = request_id(scope["headers"])
+        y = lv.predict_soon(x)
+    except AutotuneError as e:
+        respond(_failed(server, name, lv, alias, ep, t0, e, request_id(scope["headers"])))
+        return True
+    except Exception as e:
+        server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
+        crash(e)
+        return True
+    if not isinstance(y, asyncio.Future):
+        respond(_done(server, name, lv, alias, ep, t0, payload, x, y, rid))
+        return True
+
+    def finished(f: asyncio.Future[np.ndarray]) -> None:
+        assert lv is not None
+        try:
+            answer = _done(server, name, lv, alias, ep, t0, payload, x, f.result(), rid)
+        except AutotuneError as e:
+            answer = _failed(server, name, lv, alias, ep, t0, e, rid)
+        except BaseException as e:  # the model failed, or the request was cancelled
+            server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
+            crash(e)
+            return
+        respond(answer)
+
+    y.add_done_callback(finished)
+    return True
 
 
 async def predict_v1(
@@ -171,28 +341,15 @@ async def predict_v1(
         name: the model; ``ref``: a version number, an alias, or ``None`` (production).
         t0: ``time.perf_counter()`` when the request arrived (the latency metric).
     """
+    return await _answer(server, scope, body, name, ref, t0, _V1)
 
-    async def to_matrix(lv: LoadedVersion, payload: Any) -> np.ndarray:
-        if type(payload) is dict and len(payload) == 1 and "rows" in payload:
-            rows = payload["rows"]
-            if type(rows) is list and len(rows) > MAX_ROWS:
-                raise InvalidInputError(
-                    f"{len(rows)} rows in one request; at most {MAX_ROWS}", field="rows"
-                )
-            return lv.rows_to_matrix(rows)
-        # entities, or a malformed body: the general path explains
-        return await server.features_to_matrix(lv, payload)
 
-    def render(lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str) -> Any:
-        return {
-            "model": name,
-            "version": lv.number,
-            "alias": alias,
-            "predictions": y.tolist(),
-            "request_id": rid,
-        }
-
-    return await _answer(server, scope, body, name, ref, t0, "v1_predict", to_matrix, render)
+async def infer_v2(
+    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
+    t0: float,
+) -> Answer:  # fmt: skip
+    """Answer ``POST /v2/models/{name}[/versions/{ref}]/infer`` (Open Inference Protocol)."""
+    return await _answer(server, scope, body, name, ref, t0, _V2)
 
 
 _OIP_NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -272,37 +429,6 @@ def _flatten(data: Any) -> list[Any] | None:
     return out
 
 
-async def infer_v2(
-    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
-    t0: float,
-) -> Answer:  # fmt: skip
-    """Answer ``POST /v2/models/{name}[/versions/{ref}]/infer`` (Open Inference Protocol)."""
-
-    async def to_matrix(lv: LoadedVersion, payload: Any) -> np.ndarray:
-        return oip_matrix(lv.version.signature, payload.get("inputs"))
-
-    def render(lv: LoadedVersion, alias: Any, payload: Any, y: np.ndarray, rid: str) -> Any:
-        dtype = _OUT_TYPES.get(y.dtype.kind, {}).get(y.dtype.itemsize, "FP64")
-        return {
-            "model_name": name,
-            "model_version": lv.label,
-            "id": str(payload.get("id") or rid),
-            "parameters": {"alias": alias, "request_id": rid},
-            "outputs": [
-                {
-                    "name": lv.version.output_schema.name,
-                    "shape": list(y.shape),
-                    "datatype": dtype,
-                    "data": y.ravel().tolist(),
-                }
-            ],
-        }
-
-    return await _answer(
-        server, scope, body, name, ref, t0, "v2_infer", to_matrix, render, _parse_object
-    )
-
-
 class FastPath:
     """Pure ASGI middleware answering the prediction ``POST`` paths itself.
 
@@ -319,13 +445,13 @@ class FastPath:
         self._v2 = "/v2/models/"
 
     def match(self, path: str) -> tuple[Any, str, str | None] | None:
-        """(handler, name, ref) of a prediction path, else None. Path parameters match one
+        """(endpoint, name, ref) of a prediction path, else None. Path parameters match one
         non-empty segment each, as the routes' ``{name}`` and ``{ref}`` do."""
         if path.endswith(_PREDICT) and path.startswith(self._v1):
-            handler: Any = predict_v1
+            handler: Any = _V1
             parts = path[len(self._v1) : -len(_PREDICT)].split("/")
         elif path.endswith(_INFER) and path.startswith(self._v2):
-            handler = infer_v2
+            handler = _V2
             parts = path[len(self._v2) : -len(_INFER)].split("/")
         else:
             return None
@@ -363,11 +489,25 @@ class FastPath:
             body = b"".join(chunks)
         elif message["type"] != "http.request":
             return
-        status, out, headers = await handler(self.server, scope, body, name, ref, t0)
-        headers.append(_JSON)
-        headers.append((b"content-length", str(len(out)).encode()))
+        status, headers, out = _http(
+            await _answer(self.server, scope, body, name, ref, t0, handler)
+        )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
+
+    def answer_now(
+        self, scope: dict[str, Any], body: bytes, hit: tuple[Any, str, str | None],
+        respond: Callable[[Refusal], None], crash: Callable[[BaseException], None],
+    ) -> bool:  # fmt: skip
+        """:meth:`answer` of a request whose whole ``body`` has been read, without a
+        coroutine (:func:`_answer_now`): False when it must be :meth:`answer` (nothing was
+        done), else True and ``respond`` gets (status, headers, body), or ``crash`` the error."""
+        t0 = time.perf_counter()
+        endpoint, name, ref = hit
+        return _answer_now(
+            self.server, scope, body, name, ref, t0, endpoint,
+            lambda a: respond(_http(a)), crash,
+        )  # fmt: skip
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         hit = self.hit(scope)
@@ -416,13 +556,15 @@ class FrontDoor:
         self.app = app
         self.fast = fast
         self._gates = gates
-        guarded: Any = self._gated
-        for w in reversed(wrappers):  # innermost first
-            w = copy.copy(w)
-            w.app = guarded
-            guarded = w
+        self._wrappers = wrappers
         # Answers a prediction request (ASGI): checks, fast path, exception wrappers.
-        self.guarded: ASGIApp = guarded
+        self.guarded: ASGIApp = _wrap(wrappers, self._gated)
+        # answer_now must not run a limit check before it learns that an auth check would
+        # have to wait (it would count the request twice): it runs only with every auth
+        # layer above every limits layer, as the apps here stack them.
+        kinds = [type(g) is LimitsMiddleware for g in gates]
+        self._now = kinds == sorted(kinds)
+        self._crashes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.fast.hit(scope) is not None:
@@ -456,6 +598,96 @@ class FrontDoor:
         finally:
             if reset is not None:
                 current_project.reset(reset)
+
+    def answer_now(
+        self, scope: dict[str, Any], body: bytes, respond: Callable[[Refusal], None]
+    ) -> bool:
+        """Answer a prediction request whose whole ``body`` has been read without a coroutine:
+        the same checks as :meth:`_gated`, then :meth:`FastPath.answer_now`. False when only
+        the ASGI way (:attr:`guarded`) can answer it (an API key not in the cache, a model not
+        loaded yet, entities to look up, ...): then nothing was done or counted. Else True,
+        and ``respond`` gets (status, headers, body): at once, or when the model call is
+        done; an unexpected error is answered by the app's exception wrappers, as on the
+        ASGI way.
+
+        ``scope`` must be an HTTP request of a prediction path whose body was not chunked."""
+        if not self._now:
+            return False
+        hit = self.fast.hit(scope)
+        if hit is None:
+            return False
+        asked = scope
+        reset = None
+        try:
+            for gate in self._gates:
+                if type(gate) is LimitsMiddleware:
+                    refusal, chunked = gate.check(scope)
+                    if chunked is not None and len(body) > chunked.limit:
+                        refusal = gate.too_large(chunked, f"{len(body)} bytes")
+                else:  # AuthMiddleware
+                    decided = gate.check_now(scope)
+                    if decided is None:
+                        return False
+                    refusal, scope, principal = decided
+                    if principal is not None and reset is None:
+                        reset = current_project.set(principal.project)
+                if refusal is not None:
+                    respond(refusal)
+                    return True
+            if scope is not asked:  # auth qualified the model's name
+                hit = self.fast.hit(scope)
+                assert hit is not None
+
+            def crash(e: BaseException) -> None:
+                self.crash(scope, e, respond)
+
+            return self.fast.answer_now(scope, body, hit, respond, crash)
+        finally:
+            if reset is not None:
+                current_project.reset(reset)
+
+    def crash(
+        self, scope: dict[str, Any], error: BaseException, respond: Callable[[Refusal], None]
+    ) -> None:
+        """Answer ``error`` through the app's exception wrappers, as if the app had raised it:
+        the app's 500 (JSON, no traceback), logged as on the ASGI way."""
+
+        async def fail(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            raise error
+
+        start: dict[str, Any] = {}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif not message.get("more_body", False) and start:
+                respond((start["status"], list(start.get("headers", [])), message.get("body", b"")))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def run() -> None:
+            try:
+                await _wrap(self._wrappers, fail)(scope, receive, send)
+            except BaseException as e:  # the wrappers raise again after answering, to be logged
+                _server_log.error("Exception in ASGI application\n", exc_info=e)
+                if not start:
+                    body = b"Internal Server Error"
+                    respond((500, [(b"content-type", b"text/plain; charset=utf-8"),
+                                   (b"content-length", b"21")], body))  # fmt: skip
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._crashes.add(task)
+        task.add_done_callback(self._crashes.discard)
+
+
+def _wrap(wrappers: list[Any], app: ASGIApp) -> ASGIApp:
+    """``app`` inside copies of the exception-wrapping layers ``wrappers`` (outermost first)."""
+    for w in reversed(wrappers):  # innermost first
+        w = copy.copy(w)
+        w.app = app
+        app = w
+    return app
 
 
 def front_door(stack: ASGIApp) -> ASGIApp:

@@ -173,17 +173,23 @@ class LoadedVersion:
             self._series = {**self._series, (alias, endpoint): s}
         return s
 
-    async def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predict ``x`` (n_rows, n_features): through the micro-batcher when it is small
-        enough to share a call, on the event loop when small, else in a worker thread."""
+    def predict_soon(self, x: np.ndarray) -> np.ndarray | asyncio.Future[np.ndarray]:
+        """Predict ``x`` (n_rows, n_features) from a running event loop: through the
+        micro-batcher when it is small enough to share a call (a future), on the event loop
+        when small (the predictions), else in a worker thread (a future)."""
         self.last_used = time.monotonic()
         n = x.shape[0]
         if n < self._max_batch:
             assert self.batcher is not None
-            return await self.batcher.submit(x)
+            return self.batcher.submit(x)
         if n <= INLINE_ROWS:
             return self.predictor.predict(x)
-        return await asyncio.to_thread(self.predictor.predict, x)
+        return asyncio.get_running_loop().run_in_executor(None, self.predictor.predict, x)
+
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`predict_soon`, awaited."""
+        y = self.predict_soon(x)
+        return await y if isinstance(y, asyncio.Future) else y
 
 
 def compile_rows_check(signature: Signature) -> Callable[[Any], np.ndarray]:

@@ -25,9 +25,9 @@ def uvicorn_options() -> dict[str, Any]:
     asyncio and h11 (still correct, slower)."""
     http: Any = "h11"
     if _installed("httptools"):
-        from serving.httpproto import CoalescingHttpToolsProtocol
+        from serving.httpproto import PredictHttpToolsProtocol
 
-        http = CoalescingHttpToolsProtocol
+        http = PredictHttpToolsProtocol
     return {"loop": "uvloop" if _installed("uvloop") else "asyncio", "http": http}
 
 

@@ -277,17 +277,18 @@ async def _answer(
 
 def _answer_now(
     server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
-    t0: float, ep: _Endpoint, respond: Callable[[Answer], None],
-    crash: Callable[[BaseException], None],
+    t0: float, ep: _Endpoint, respond: Callable[[Refusal], None],
+    crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
 ) -> bool:  # fmt: skip
     """:func:`_answer` without a coroutine, from a running event loop, when nothing needs
     waiting for but the model: an authorization hook, a version not loaded yet or entities
     to look up make it return False at once, having changed and counted nothing (then
-    :func:`_answer` must answer). Otherwise it returns True and ``respond`` gets the answer, now
-    or once the (micro-batched) model call is done; an unexpected error goes to ``crash``
-    instead."""
+    :func:`_answer` must answer). Otherwise it returns True and ``respond`` gets the answer's
+    (status, headers, body), now or once the (micro-batched) model call is done; an unexpected
+    error goes to ``crash(scope, error, respond)`` instead."""
     if server.authorize is not None:
         return False
+    rid = request_id(scope["headers"])
     lv: LoadedVersion | None = None
     alias = None
     try:
@@ -299,17 +300,16 @@ def _answer_now(
         x = ep.matrix_now(lv, payload)
         if x is None:
             return False
-        rid = request_id(scope["headers"])
         y = lv.predict_soon(x)
     except AutotuneError as e:
-        respond(_failed(server, name, lv, alias, ep, t0, e, request_id(scope["headers"])))
+        respond(_http(_failed(server, name, lv, alias, ep, t0, e, rid)))
         return True
     except Exception as e:
         server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
-        crash(e)
+        crash(scope, e, respond)
         return True
     if not isinstance(y, asyncio.Future):
-        respond(_done(server, name, lv, alias, ep, t0, payload, x, y, rid))
+        respond(_http(_done(server, name, lv, alias, ep, t0, payload, x, y, rid)))
         return True
 
     def finished(f: asyncio.Future[np.ndarray]) -> None:
@@ -320,9 +320,9 @@ def _answer_now(
             answer = _failed(server, name, lv, alias, ep, t0, e, rid)
         except BaseException as e:  # the model failed, or the request was cancelled
             server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
-            crash(e)
+            crash(scope, e, respond)
             return
-        respond(answer)
+        respond(_http(answer))
 
     y.add_done_callback(finished)
     return True
@@ -497,16 +497,18 @@ class FastPath:
 
     def answer_now(
         self, scope: dict[str, Any], body: bytes, hit: tuple[Any, str, str | None],
-        respond: Callable[[Refusal], None], crash: Callable[[BaseException], None],
+        respond: Callable[[Refusal], None],
+        crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
     ) -> bool:  # fmt: skip
         """:meth:`answer` of a request whose whole ``body`` has been read, without a
         coroutine (:func:`_answer_now`): False when it must be :meth:`answer` (nothing was
-        done), else True and ``respond`` gets (status, headers, body), or ``crash`` the error."""
+        done), else True and ``respond`` gets (status, headers, body), or ``crash`` the error
+        (with the scope and ``respond``)."""
         t0 = time.perf_counter()
         endpoint, name, ref = hit
         return _answer_now(
             self.server, scope, body, name, ref, t0, endpoint,
-            lambda a: respond(_http(a)), crash,
+            respond, crash,
         )  # fmt: skip
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -637,11 +639,7 @@ class FrontDoor:
             if scope is not asked:  # auth qualified the model's name
                 hit = self.fast.hit(scope)
                 assert hit is not None
-
-            def crash(e: BaseException) -> None:
-                self.crash(scope, e, respond)
-
-            return self.fast.answer_now(scope, body, hit, respond, crash)
+            return self.fast.answer_now(scope, body, hit, respond, self.crash)
         finally:
             if reset is not None:
                 current_project.reset(reset)

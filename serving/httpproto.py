@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from typing import Any
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -255,10 +256,7 @@ class PredictHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if proxy is not None:
             _forwarded(proxy, scope)
         body = bytes(cycle.body)
-
-        def respond(answer: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
-            self._respond(cycle, scope, answer)
-
+        respond = functools.partial(self._respond, cycle, scope)
         if not self._serving.answer_now(scope, body, respond):
             super()._start_asgi_task(cycle, app)  # its receive() gets the body read so far
 

@@ -20,9 +20,9 @@ request, 5 of them FastAPI's per-request telemetry check (which :class:`serving.
 skips for predictions); 2-3.5 us remain.
 
 Under :class:`serving.httpproto.PredictHttpToolsProtocol` a prediction does not even become an
-ASGI request: :meth:`FrontDoor.answer_now` runs the same checks and :func:`_answer_now` the same
-steps as :func:`_answer` with plain calls, the micro-batcher's future calling back with the
-answer. Whatever would have to wait (an API key not in the cache, a version still to load,
+ASGI request: :meth:`FrontDoor.answer_now` runs the same checks and :func:`_prepare_now` /
+:func:`_answer_now` the same steps as :func:`_answer` with plain calls, the micro-batcher's
+future calling back with the answer. Whatever would have to wait (an API key not in the cache, a version still to load,
 entities to look up, an authorization hook) is left, untouched, to the ASGI way.
 
 The FastAPI routes of the same paths (``serving.server``) stay declared: they document the
@@ -275,45 +275,69 @@ async def _answer(
     return _done(server, name, lv, alias, ep, t0, payload, x, y, rid)
 
 
-def _answer_now(
-    server: ModelServer, scope: dict[str, Any], body: bytes, name: str, ref: str | None,
-    t0: float, ep: _Endpoint, respond: Callable[[Refusal], None],
-    crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
-) -> bool:  # fmt: skip
-    """:func:`_answer` without a coroutine, from a running event loop, when nothing needs
-    waiting for but the model: an authorization hook, a version not loaded yet or entities
-    to look up make it return False at once, having changed and counted nothing (then
-    :func:`_answer` must answer). Otherwise it returns True and ``respond`` gets the answer's
-    (status, headers, body), now or once the (micro-batched) model call is done; an unexpected
-    error goes to ``crash(scope, error, respond)`` instead."""
+# What _prepare_now found: (version, alias, payload, matrix, error to answer with). The error
+# (an AutotuneError or an unexpected one) is answered only after the limit checks, as the ASGI
+# way would: a request over its rate gets the 429 whatever else is wrong with it.
+Prepared = tuple[LoadedVersion | None, Any, Any, "np.ndarray | None", "Exception | None"]
+
+
+def _prepare_now(
+    server: ModelServer, body: bytes, name: str, ref: str | None, ep: _Endpoint
+) -> Prepared | None:
+    """The steps of :func:`_answer` before the model call, without a coroutine: parse, resolve
+    from memory, make the matrix. None when one of them would have to wait (an authorization
+    hook, a version not loaded yet, entities to look up): then only :func:`_answer` can answer,
+    and nothing was counted. An error is kept in the result, not answered."""
     if server.authorize is not None:
-        return False
-    rid = request_id(scope["headers"])
+        return None
     lv: LoadedVersion | None = None
-    alias = None
+    alias = payload = None
     try:
         payload = ep.parse(body)
         hit = server.lookup(name, ref)
         if hit is None:
-            return False
+            return None
         lv, alias = hit
         x = ep.matrix_now(lv, payload)
         if x is None:
-            return False
-        y = lv.predict_soon(x)
-    except AutotuneError as e:
-        respond(_http(_failed(server, name, lv, alias, ep, t0, e, rid)))
-        return True
+            return None
     except Exception as e:
-        server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
-        crash(scope, e, respond)
-        return True
+        return lv, alias, payload, None, e
+    return lv, alias, payload, x, None
+
+
+def _answer_now(
+    server: ModelServer, scope: dict[str, Any], name: str, t0: float, ep: _Endpoint,
+    prepared: Prepared, respond: Callable[[Refusal], None],
+    crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
+) -> None:  # fmt: skip
+    """Finish what :func:`_prepare_now` began, from a running event loop: ``respond`` gets the
+    answer's (status, headers, body), now or once the (micro-batched) model call is done; an
+    unexpected error goes to ``crash(scope, error, respond)`` instead. Counted as
+    :func:`_answer` counts."""
+    rid = request_id(scope["headers"])
+    lv, alias, payload, x, error = prepared
+    y: Any = None
+    if error is None:
+        assert lv is not None and x is not None
+        try:
+            y = lv.predict_soon(x)
+        except Exception as e:
+            error = e
+    if error is not None:
+        if isinstance(error, AutotuneError):
+            respond(_http(_failed(server, name, lv, alias, ep, t0, error, rid)))
+        else:
+            server.observe_failure(name, lv, alias, ep.label, 500, time.perf_counter() - t0)
+            crash(scope, error, respond)
+        return
+    assert lv is not None and x is not None
     if not isinstance(y, asyncio.Future):
         respond(_http(_done(server, name, lv, alias, ep, t0, payload, x, y, rid)))
-        return True
+        return
 
     def finished(f: asyncio.Future[np.ndarray]) -> None:
-        assert lv is not None
+        assert lv is not None and x is not None
         try:
             answer = _done(server, name, lv, alias, ep, t0, payload, x, f.result(), rid)
         except AutotuneError as e:
@@ -325,7 +349,6 @@ def _answer_now(
         respond(_http(answer))
 
     y.add_done_callback(finished)
-    return True
 
 
 async def predict_v1(
@@ -495,21 +518,28 @@ class FastPath:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
 
-    def answer_now(
-        self, scope: dict[str, Any], body: bytes, hit: tuple[Any, str, str | None],
-        respond: Callable[[Refusal], None],
-        crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
-    ) -> bool:  # fmt: skip
-        """:meth:`answer` of a request whose whole ``body`` has been read, without a
-        coroutine (:func:`_answer_now`): False when it must be :meth:`answer` (nothing was
-        done), else True and ``respond`` gets (status, headers, body), or ``crash`` the error
-        (with the scope and ``respond``)."""
+    def prepare_now(
+        self, body: bytes, hit: tuple[Any, str, str | None]
+    ) -> tuple[float, Prepared] | None:
+        """:meth:`answer`'s steps before the model call for a request whose whole ``body`` has
+        been read, without a coroutine (:func:`_prepare_now`): None when only :meth:`answer`
+        can answer it (nothing was done), else what :meth:`answer_now` needs."""
         t0 = time.perf_counter()
         endpoint, name, ref = hit
-        return _answer_now(
-            self.server, scope, body, name, ref, t0, endpoint,
-            respond, crash,
-        )  # fmt: skip
+        prepared = _prepare_now(self.server, body, name, ref, endpoint)
+        return None if prepared is None else (t0, prepared)
+
+    def answer_now(
+        self, scope: dict[str, Any], hit: tuple[Any, str, str | None],
+        prepared: tuple[float, Prepared], respond: Callable[[Refusal], None],
+        crash: Callable[[dict[str, Any], BaseException, Callable[[Refusal], None]], None],
+    ) -> None:  # fmt: skip
+        """Finish a request :meth:`prepare_now` prepared: ``respond`` gets (status, headers,
+        body), now or when the model call is done, or ``crash`` the error (with the scope and
+        ``respond``)."""
+        endpoint, name, _ = hit
+        t0, ready = prepared
+        _answer_now(self.server, scope, name, t0, endpoint, ready, respond, crash)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         hit = self.hit(scope)
@@ -561,9 +591,11 @@ class FrontDoor:
         self._wrappers = wrappers
         # Answers a prediction request (ASGI): checks, fast path, exception wrappers.
         self.guarded: ASGIApp = _wrap(wrappers, self._gated)
-        # answer_now must not run a limit check before it learns that an auth check would
-        # have to wait (it would count the request twice): it runs only with every auth
-        # layer above every limits layer, as the apps here stack them.
+        # answer_now must not run a limit check before it learns that the request has to go
+        # the ASGI way (which would count it again): it runs the auth checks, then the
+        # request's own steps up to the model call, then the limits. That is the ASGI way's
+        # order only with every auth layer above every limits layer, as the apps here stack
+        # them; otherwise answer_now leaves every request to the ASGI way.
         kinds = [type(g) is LimitsMiddleware for g in gates]
         self._now = kinds == sorted(kinds)
         self._crashes: set[asyncio.Task[None]] = set()
@@ -605,12 +637,12 @@ class FrontDoor:
         self, scope: dict[str, Any], body: bytes, respond: Callable[[Refusal], None]
     ) -> bool:
         """Answer a prediction request whose whole ``body`` has been read without a coroutine:
-        the same checks as :meth:`_gated`, then :meth:`FastPath.answer_now`. False when only
-        the ASGI way (:attr:`guarded`) can answer it (an API key not in the cache, a model not
-        loaded yet, entities to look up, ...): then nothing was done or counted. Else True,
-        and ``respond`` gets (status, headers, body): at once, or when the model call is
-        done; an unexpected error is answered by the app's exception wrappers, as on the
-        ASGI way.
+        the same checks as :meth:`_gated` and the same steps as :meth:`FastPath.answer`, with
+        the same answers. False when only the ASGI way (:attr:`guarded`) can answer it (an API
+        key not in the cache, a model not loaded yet, entities to look up, ...): then nothing
+        was answered or counted, rate limits included. Else True, and ``respond`` gets
+        (status, headers, body): at once, or when the model call is done; an unexpected error
+        is answered by the app's exception wrappers, as on the ASGI way.
 
         ``scope`` must be an HTTP request of a prediction path whose body was not chunked."""
         if not self._now:
@@ -621,25 +653,38 @@ class FrontDoor:
         asked = scope
         reset = None
         try:
+            # Auth first (the order _now ensures), then the request's own steps, which may
+            # find it must wait (then the ASGI way runs every check: none was counted yet),
+            # then the limits, then the model.
+            limits = []
             for gate in self._gates:
                 if type(gate) is LimitsMiddleware:
-                    refusal, chunked = gate.check(scope)
-                    if chunked is not None and len(body) > chunked.limit:
-                        refusal = gate.too_large(chunked, f"{len(body)} bytes")
-                else:  # AuthMiddleware
-                    decided = gate.check_now(scope)
-                    if decided is None:
-                        return False
-                    refusal, scope, principal = decided
-                    if principal is not None and reset is None:
-                        reset = current_project.set(principal.project)
+                    limits.append(gate)
+                    continue
+                decided = gate.check_now(scope)  # AuthMiddleware
+                if decided is None:
+                    return False
+                refusal, scope, principal = decided
                 if refusal is not None:
                     respond(refusal)
                     return True
+                if principal is not None and reset is None:
+                    reset = current_project.set(principal.project)
             if scope is not asked:  # auth qualified the model's name
                 hit = self.fast.hit(scope)
                 assert hit is not None
-            return self.fast.answer_now(scope, body, hit, respond, self.crash)
+            prepared = self.fast.prepare_now(body, hit)
+            if prepared is None:
+                return False
+            for gate in limits:
+                refusal, chunked = gate.check(scope)
+                if chunked is not None and len(body) > chunked.limit:
+                    refusal = gate.too_large(chunked, f"{len(body)} bytes")
+                if refusal is not None:
+                    respond(refusal)
+                    return True
+            self.fast.answer_now(scope, hit, prepared, respond, self.crash)
+            return True
         finally:
             if reset is not None:
                 current_project.reset(reset)

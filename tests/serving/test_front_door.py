@@ -171,6 +171,19 @@ def test_a_rate_limited_key_gets_429_with_retry_after_on_predict(
     assert r.status_code == 200
 
 
+def test_a_request_the_protocol_hands_to_the_asgi_way_is_rate_counted_once(
+    world: dict[str, Any], models: Any
+) -> None:
+    """A prediction the HTTP protocol cannot answer directly (a model not loaded, here one
+    that does not exist) goes the ASGI way, which runs the limits again: it must take one
+    token from the bucket, not two. Burst 3: three 404s, then 429."""
+    url = world["servers"]["loopback_limited"].url
+    body = {"rows": _rows(models, 1)}
+    with httpx.Client(base_url=url, timeout=10, headers={"X-API-Key": "at_once"}) as c:
+        codes = [c.post("/v1/models/nope/predict", json=body).status_code for _ in range(4)]
+    assert codes == [404, 404, 404, 429], codes
+
+
 def test_predict_without_a_key_is_401_and_keys_stay_in_their_project(
     world: dict[str, Any], models: Any
 ) -> None:

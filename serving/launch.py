@@ -1,10 +1,11 @@
 """How the servers are launched: uvicorn's fastest event loop and HTTP parser when installed.
 
 uvloop and httptools (uvicorn's ``standard`` extra) roughly halve the framework's cost per
-request against asyncio and h11, and sending each response in one write
-(:mod:`serving.httpproto`) saves a further 20-40% on small requests. ``autotune serve``, ``serve-models`` and the serving
-benchmark's bare ceiling endpoint all take their options from :func:`uvicorn_options`, so that
-every comparison runs on the same configuration. Light on purpose: no heavy imports.
+request against asyncio and h11; sending each response in one write saves a further 20-40% on
+small requests, and a model server's predictions skip the ASGI cycle altogether
+(:mod:`serving.httpproto`). ``autotune serve``, ``serve-models`` and the serving benchmark's bare
+ceiling endpoint all take their options from :func:`uvicorn_options`, so that every comparison
+runs on the same configuration. Light on purpose: no heavy imports.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ def _installed(module: str) -> bool:
 
 
 def uvicorn_options() -> dict[str, Any]:
-    """``loop`` and ``http`` for ``uvicorn.run``: uvloop, and httptools with each loop turn's
-    writes sent at once (:mod:`serving.httpproto`), when importable; else uvicorn's pure-Python
-    asyncio and h11 (still correct, slower)."""
+    """``loop`` and ``http`` for ``uvicorn.run``: uvloop, and httptools through
+    :class:`serving.httpproto.PredictHttpToolsProtocol`, when importable; else uvicorn's
+    pure-Python asyncio and h11 (still correct, slower)."""
     http: Any = "h11"
     if _installed("httptools"):
         from serving.httpproto import PredictHttpToolsProtocol

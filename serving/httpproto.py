@@ -173,6 +173,12 @@ class PredictHttpToolsProtocol(CoalescingHttpToolsProtocol):
     has what it saves.
     """
 
+    @staticmethod
+    def fits_uvicorn() -> bool:
+        """Whether the installed uvicorn has the hooks this class overrides and calls."""
+        hooks = ("_start_asgi_task", "on_response_complete", "_unset_keepalive_if_required")
+        return all(callable(getattr(HttpToolsProtocol, h, None)) for h in hooks)
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         target = _serving_target(self.app) if self.limit_concurrency is None else None

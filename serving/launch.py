@@ -26,9 +26,15 @@ def uvicorn_options() -> dict[str, Any]:
     pure-Python asyncio and h11 (still correct, slower)."""
     http: Any = "h11"
     if _installed("httptools"):
-        from serving.httpproto import PredictHttpToolsProtocol
+        from serving.httpproto import CoalescingHttpToolsProtocol, PredictHttpToolsProtocol
 
-        http = PredictHttpToolsProtocol
+        # The prediction protocol overrides uvicorn's hook that starts a request's ASGI task
+        # (uvicorn 0.3x and later); without it, the coalescing protocol alone.
+        http = (
+            PredictHttpToolsProtocol
+            if PredictHttpToolsProtocol.fits_uvicorn()
+            else CoalescingHttpToolsProtocol
+        )
     return {"loop": "uvloop" if _installed("uvloop") else "asyncio", "http": http}
 
 

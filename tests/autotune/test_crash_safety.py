@@ -85,14 +85,24 @@ def _run_workers(
 ) -> list[threading.Thread]:
     """Start ``N_CLIENTS`` threads looping suggest -> observe until the study completes or
     ``stop`` is set. Worker ``i`` in ``drop_once``, once ``crashed`` is set, drops the next trial
-    it gets without observing it (its process "died with the server") and goes on."""
+    it gets without observing it (its process "died with the server") and goes on. The other
+    workers ask for no new trial after the crash until those have dropped theirs (what they
+    had in flight at the crash still completes): else they could spend the budget while a
+    dropping worker waits out a retry, and it would never get a trial to drop."""
+    droppers = set(drop_once or ())
+    all_dropped = threading.Event()
+    if not droppers:
+        all_dropped.set()
 
     def worker(i: int) -> None:
-        dropping = set(drop_once or ())
+        dropping = {i} & droppers
         with Client(url, retries=retries) as client:
             study = client.get_study(name)
             client_id = f"worker-{i}-{uuid.uuid4().hex[:8]}"
             while not stop.is_set():
+                if crashed is not None and crashed.is_set() and not dropping:
+                    while not all_dropped.wait(0.1) and not stop.is_set():
+                        pass
                 try:
                     trials = study.suggest(client_id=client_id)
                 except StudyNotActiveError:
@@ -107,10 +117,12 @@ def _run_workers(
                     prev = traffic.holder.setdefault(t.number, i)
                     if prev != i:
                         traffic.duplicates.append((t.number, prev, i))
-                if crashed is not None and crashed.is_set() and i in dropping:
-                    dropping.discard(i)
+                if crashed is not None and crashed.is_set() and dropping:
+                    dropping.clear()
                     with traffic.cond:
                         traffic.dropped[t.number] = dict(t.params)
+                        if len(traffic.dropped) == len(droppers):
+                            all_dropped.set()
                     client_id = f"worker-{i}-{uuid.uuid4().hex[:8]}"  # a new process
                     continue
                 value = _objective(t.params)

@@ -373,14 +373,16 @@ async function loadTable(state, box, detail, token) {
     offset: state.offset, limit: state.limit, sort: state.sort, order: state.order, q: state.q,
   });
   if (state.filterState) qs.set("state", state.filterState);
+  // Loads can answer out of order: only the latest one asked for draws the table.
+  const seq = (state.tableSeq = (state.tableSeq || 0) + 1);
   let page;
   try {
     page = await api(`/dashboard/api/studies/${enc(state.name)}/trials?${qs}`);
   } catch (err) {
-    if (token === routeToken) showError(box, err);
+    if (token === routeToken && seq === state.tableSeq) showError(box, err);
     return;
   }
-  if (token !== routeToken) return;
+  if (token !== routeToken || seq !== state.tableSeq) return;
   renderTable(state, box, detail, token, page);
 }
 
@@ -410,12 +412,17 @@ function renderTable(state, box, detail, token, page) {
     },
   }, cols.map((c) => h("td", { class: c.num ? "num" : null }, c.get(r)))));
   const last = Math.min(page.offset + page.items.length, page.total);
+  // What is typed but not yet applied (Enter) survives a redraw of the controls, and so
+  // does the focus.
   const filter = h("input", {
-    type: "search", id: "trial-filter", placeholder: "filter: lr<0.01 state=completed rbf", value: state.q,
+    type: "search", id: "trial-filter", placeholder: "filter: lr<0.01 state=completed rbf",
+    value: state.qDraft ?? state.q,
   });
+  filter.addEventListener("input", () => { state.qDraft = filter.value; });
   filter.addEventListener("keydown", (e) => {
     if (e.key === "Enter") { state.q = filter.value.trim(); state.offset = 0; loadTable(state, box, detail, token); }
   });
+  const typing = document.activeElement && document.activeElement.id === "trial-filter";
   const stateSel = h("select", { id: "trial-state", onchange: (e) => { state.filterState = e.target.value; state.offset = 0; loadTable(state, box, detail, token); } },
     ["", "completed", "running", "pruned", "failed", "abandoned"].map((s) => h("option", { value: s, selected: s === state.filterState }, s || "all states")));
   const sizeSel = h("select", { id: "trial-page-size", onchange: (e) => { state.limit = Number(e.target.value); state.offset = 0; loadTable(state, box, detail, token); } },
@@ -427,6 +434,10 @@ function renderTable(state, box, detail, token, page) {
       h("span", { class: "muted", id: "trial-count", "data-total": page.total, "data-n-trials": page.n_trials },
         page.total ? `${page.offset + 1}–${last} of ${page.total}` + (page.total !== page.n_trials ? ` (filtered from ${page.n_trials})` : "") : `0 of ${page.n_trials}`)),
     table(headers, rows, { id: "trials" }));
+  if (typing) {
+    filter.focus();
+    filter.setSelectionRange(filter.value.length, filter.value.length);
+  }
 }
 
 async function showTrial(state, box, number) {

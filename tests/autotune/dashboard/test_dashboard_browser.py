@@ -266,6 +266,44 @@ def test_trial_table_pages_sorts_and_filters(page: Page) -> None:
     assert 0 < shown < 50
 
 
+def test_a_late_table_load_neither_wipes_a_typed_filter_nor_replaces_a_newer_page(
+    page: Page,
+) -> None:
+    """The table's loads can answer out of order, and each answer redraws the controls: what
+    is typed in the filter box survives a redraw, and an older load that answers after a newer
+    one is dropped. Unfiltered loads are held back here and released at chosen moments."""
+    p = page.open("#/studies/demo")
+    held: list[Any] = []
+
+    def hold_unfiltered(route: Any) -> None:
+        if "q=kernel" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    def release() -> None:
+        with p.expect_response(lambda r: "/trials?" in r.url and "q=kernel" not in r.url):
+            held.pop(0).continue_()
+
+    p.route("**/dashboard/api/studies/demo/trials?*", hold_unfiltered)
+    p.select_option("#trial-state", "completed")  # a load, held
+    p.fill("#trial-filter", "kernel=rbf depth<=4")  # typed while it is in flight
+    release()
+    p.wait_for_function("document.querySelector('#trial-count').dataset.total !== '120'")
+    completed = p.get_attribute("#trial-count", "data-total")
+    assert p.input_value("#trial-filter") == "kernel=rbf depth<=4"
+    p.click("th[data-key='number']")  # another unfiltered load, held
+    p.press("#trial-filter", "Enter")  # the filtered load, answered at once
+    p.wait_for_function(f"document.querySelector('#trial-count').dataset.total !== '{completed}'")
+    filtered = p.get_attribute("#trial-count", "data-total")
+    release()  # the older load answers last
+    p.wait_for_timeout(300)
+    assert p.get_attribute("#trial-count", "data-total") == filtered
+    assert p.input_value("#trial-filter") == "kernel=rbf depth<=4"
+    assert 0 < p.locator("#trials tbody tr").count() < int(completed)
+    p.unroute("**/dashboard/api/studies/demo/trials?*")
+
+
 def test_trial_details_with_error_and_curve(page: Page, seeded: dict[str, Any]) -> None:
     p = page.open("#/studies/demo")
     p.click("#trials tbody tr[data-number='0']")  # reported a learning curve

@@ -224,9 +224,10 @@ class PredictHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().connection_lost(exc)
 
     # Keep-alive: uvicorn arms a fresh timer after every response and cancels it when the
-    # next request arrives (2 us a request, a tenth of a micro-batched prediction's own
-    # work). Here one timer a connection notes when the connection went idle and, when it
-    # fires early, waits out the rest: the same timeout, closed at the same moment.
+    # next request arrives (1.9 us a request in-process, against 46 us of server CPU for a
+    # whole micro-batched prediction). Here one timer a connection notes when the connection
+    # went idle and, when it fires early, waits out the rest: the same timeout, closed at the
+    # same moment.
     def _unset_keepalive_if_required(self) -> None:
         self._idle_since = None
 

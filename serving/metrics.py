@@ -57,7 +57,7 @@ class ServingMetrics:
     def __init__(self, *, use_prometheus_client: bool | None = None) -> None:
         # The request metrics, updated on every request: plain cells under one lock, bound
         # once per series (RequestSeries). prometheus_client's children take a lock and run
-        # checks per increment (2 us of the 40 a micro-batched prediction costs in all).
+        # checks per increment: 1.7 us a request against 0.5 us here, in-process.
         self._store = _Store()
         self._backend: _Backend = self._store  # the rest (batch sizes, loads) and the writer
         if use_prometheus_client is not False:

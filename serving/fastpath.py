@@ -598,6 +598,8 @@ class FrontDoor:
         # them; otherwise answer_now leaves every request to the ASGI way.
         kinds = [type(g) is LimitsMiddleware for g in gates]
         self._now = kinds == sorted(kinds)
+        self._auth_gates = [g for g in gates if type(g) is not LimitsMiddleware]
+        self._limit_gates = [g for g in gates if type(g) is LimitsMiddleware]
         self._crashes: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -656,12 +658,8 @@ class FrontDoor:
             # Auth first (the order _now ensures), then the request's own steps, which may
             # find it must wait (then the ASGI way runs every check: none was counted yet),
             # then the limits, then the model.
-            limits = []
-            for gate in self._gates:
-                if type(gate) is LimitsMiddleware:
-                    limits.append(gate)
-                    continue
-                decided = gate.check_now(scope)  # AuthMiddleware
+            for gate in self._auth_gates:
+                decided = gate.check_now(scope)
                 if decided is None:
                     return False
                 refusal, scope, principal = decided
@@ -676,7 +674,7 @@ class FrontDoor:
             prepared = self.fast.prepare_now(body, hit)
             if prepared is None:
                 return False
-            for gate in limits:
+            for gate in self._limit_gates:
                 refusal, chunked = gate.check(scope)
                 if chunked is not None and len(body) > chunked.limit:
                     refusal = gate.too_large(chunked, f"{len(body)} bytes")

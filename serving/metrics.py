@@ -245,34 +245,39 @@ class _Store(_Backend):
     def cell(self, name: str, labels: tuple[str, ...]) -> list[float]:
         """The one-element list holding a counter's value (update it under :attr:`lock`)."""
         with self.lock:
-            series = self._counters.setdefault(name, {})
-            c = series.get(labels)
-            if c is None:
-                c = series[labels] = [0.0]
-            return c
+            return self._cell(name, labels)
 
     def histogram(self, name: str, labels: tuple[str, ...]) -> list[float]:
         """A histogram series' cells: bucket counts (not cumulative), sum, count."""
-        buckets = self._defs[name][4]
-        assert buckets is not None
         with self.lock:
-            series = self._hists.setdefault(name, {})
-            h = series.get(labels)
-            if h is None:
-                h = series[labels] = [0.0] * (len(buckets) + 2)
-            return h
+            return self._histogram(name, labels)
+
+    def _cell(self, name: str, labels: tuple[str, ...]) -> list[float]:  # under the lock
+        series = self._counters.setdefault(name, {})
+        c = series.get(labels)
+        if c is None:
+            c = series[labels] = [0.0]
+        return c
+
+    def _histogram(self, name: str, labels: tuple[str, ...]) -> list[float]:  # under the lock
+        series = self._hists.setdefault(name, {})
+        h = series.get(labels)
+        if h is None:
+            buckets = self._defs[name][4]
+            assert buckets is not None
+            h = series[labels] = [0.0] * (len(buckets) + 2)
+        return h
 
     def inc(self, name: str, labels: tuple[str, ...], amount: float = 1) -> None:
-        c = self.cell(name, labels)
         with self.lock:
-            c[0] += amount
+            self._cell(name, labels)[0] += amount
 
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
         buckets = self._defs[name][4]
         assert buckets is not None
-        h = self.histogram(name, labels)
         i = bisect.bisect_left(buckets, value)
         with self.lock:
+            h = self._histogram(name, labels)
             if i < len(buckets):
                 h[i] += 1
             h[-2] += value
